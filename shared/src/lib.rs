@@ -1,0 +1,26 @@
+//! Everything the issuer and the verifier share: the token format, the key file, the
+//! SQLite store and its revocation epoch, the configuration, the security log and the
+//! user sources. The two daemons never call each other; they meet only here.
+
+pub mod config;
+pub mod epoch;
+pub mod error;
+pub mod keyfile;
+pub mod password;
+pub mod seclog;
+pub mod store;
+pub mod token;
+pub mod users;
+
+pub use error::{Error, Result};
+
+/// Seconds since the Unix epoch. Every time-dependent function takes `now` as an
+/// argument so tests can pin the clock; only the daemons' edges call this.
+pub fn unix_now() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        // A clock before 1970 is treated as the epoch: tokens then look "not yet
+        // valid" or fresh, never a panic.
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,549 @@
+//! The SQLite store: sessions (with refresh-token rotation and revocation) and the
+//! built-in users, behind versioned migrations.
+//!
+//! Writers use `BEGIN IMMEDIATE` for every read-then-write, WAL with
+//! `synchronous=FULL` so a commit that returned is on disk, and bump the
+//! [`Epoch`] after each committed revocation so verifiers notice at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::epoch::Epoch;
+use crate::{Error, Result};
+
+/// Each entry upgrades the schema by one version; `PRAGMA user_version` records how
+/// many have run. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions, revocation sequence, built-in users.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO meta (key, value) VALUES ('revoke_seq', 0);
+    CREATE TABLE sessions (
+        sid           TEXT PRIMARY KEY,
+        user_id       INTEGER NOT NULL,
+        username      TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        cred_tag      TEXT NOT NULL,
+        created       INTEGER NOT NULL,
+        expires       INTEGER NOT NULL,
+        generation    INTEGER NOT NULL DEFAULT 1,
+        refresh_cur   TEXT NOT NULL,
+        refresh_prev  TEXT,
+        revoked_seq   INTEGER,
+        revoked_at    INTEGER,
+        revoke_reason TEXT
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX sessions_revoked ON sessions (revoked_seq) WHERE revoked_seq IS NOT NULL;
+    CREATE INDEX sessions_username ON sessions (username);
+    CREATE INDEX sessions_expires ON sessions (expires);
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        username      TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL DEFAULT 'user',
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created       INTEGER NOT NULL,
+        updated       INTEGER NOT NULL
+    ) STRICT;",
+];
+
+/// Why a session was revoked, recorded in the row for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    Logout,
+    RefreshReuse,
+    Admin,
+    PasswordChanged,
+    UserDisabled,
+    CredentialsChanged,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::RefreshReuse => "refresh_reuse",
+            RevokeReason::Admin => "admin",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::UserDisabled => "user_disabled",
+            RevokeReason::CredentialsChanged => "credentials_changed",
+        }
+    }
+}
+
+/// A session row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub sid: String,
+    pub user_id: i64,
+    pub username: String,
+    pub role: String,
+    pub cred_tag: String,
+    pub created: i64,
+    pub expires: i64,
+    pub generation: i64,
+    pub refresh_cur: String,
+    pub refresh_prev: Option<String>,
+    pub revoked: bool,
+}
+
+/// What a new session starts with.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    pub sid: &'a str,
+    pub user_id: i64,
+    pub username: &'a str,
+    pub role: &'a str,
+    pub cred_tag: &'a str,
+    pub created: i64,
+    pub expires: i64,
+    pub refresh_jti: &'a str,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current (or the previous one whose successor was never used):
+    /// `new_jti` is now the current refresh token.
+    Rotated(Session),
+    /// An older generation came back after its successor was used: the session has
+    /// just been revoked (RFC 9700 §4.14.2).
+    ReuseDetected,
+    /// The session is unknown, expired or already revoked.
+    Invalid,
+}
+
+/// A revoked session as the verifier needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub sid: String,
+    pub expires: i64,
+    pub seq: i64,
+}
+
+/// A built-in user row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created: i64,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    epoch: Epoch,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the database for writing, creating it and running migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut store = Store {
+            epoch: Epoch::open(&Epoch::path_for(path))?,
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only (the verifier). The schema must already
+    /// be one this build understands.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(2))?;
+        let store = Store {
+            epoch: Epoch::open(&Epoch::path_for(path))?,
+            conn,
+            path: path.to_path_buf(),
+        };
+        let version = store.schema_version()?;
+        if version != MIGRATIONS.len() as i64 {
+            return Err(Error::SchemaTooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// Re-maps the epoch file if it was deleted and re-created. Returns true when
+    /// it was, so the caller re-reads all revocations.
+    pub fn reopen_epoch_if_replaced(&mut self) -> Result<bool> {
+        if !self.epoch.replaced() {
+            return Ok(false);
+        }
+        self.epoch = Epoch::open(&Epoch::path_for(&self.path))?;
+        Ok(true)
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = MIGRATIONS.len() as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if found > known {
+            return Err(Error::SchemaTooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ----- sessions -------------------------------------------------------------
+
+    pub fn create_session(&mut self, s: &NewSession<'_>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sessions (sid, user_id, username, role, cred_tag, created, expires, refresh_cur)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![s.sid, s.user_id, s.username, s.role, s.cred_tag, s.created, s.expires, s.refresh_jti],
+        )?;
+        Ok(())
+    }
+
+    pub fn session(&self, sid: &str) -> Result<Option<Session>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT sid, user_id, username, role, cred_tag, created, expires, generation,
+                        refresh_cur, refresh_prev, revoked_seq IS NOT NULL
+                 FROM sessions WHERE sid = ?1",
+            )?
+            .query_row([sid], |r| {
+                Ok(Session {
+                    sid: r.get(0)?,
+                    user_id: r.get(1)?,
+                    username: r.get(2)?,
+                    role: r.get(3)?,
+                    cred_tag: r.get(4)?,
+                    created: r.get(5)?,
+                    expires: r.get(6)?,
+                    generation: r.get(7)?,
+                    refresh_cur: r.get(8)?,
+                    refresh_prev: r.get(9)?,
+                    revoked: r.get(10)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// True when the session exists and is not revoked. Expiry is the token's job.
+    pub fn session_active(&self, sid: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT revoked_seq IS NULL FROM sessions WHERE sid = ?1")?
+            .query_row([sid], |r| r.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Presents refresh token `presented_jti` of session `sid`; on success
+    /// `new_jti` becomes the current refresh token and the session lives until
+    /// `new_expires`.
+    ///
+    /// The presented token stays valid until its successor has been used once: the
+    /// row keeps the current and the previous generation. Anything older is reuse,
+    /// and revokes the session.
+    pub fn rotate_refresh(
+        &mut self,
+        sid: &str,
+        presented_jti: &str,
+        new_jti: &str,
+        new_expires: i64,
+        now: i64,
+    ) -> Result<Rotation> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, Option<String>, bool)> = tx
+            .query_row(
+                "SELECT refresh_cur, refresh_prev, revoked_seq IS NOT NULL FROM sessions WHERE sid = ?1",
+                [sid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((current, previous, revoked)) = row else {
+            return Ok(Rotation::Invalid);
+        };
+        if revoked {
+            return Ok(Rotation::Invalid);
+        }
+        if presented_jti == current {
+            // The successor of `previous` is used: `previous` dies, current becomes
+            // the one that may still be retried.
+            tx.execute(
+                "UPDATE sessions SET refresh_prev = refresh_cur, refresh_cur = ?2,
+                        generation = generation + 1, expires = MAX(expires, ?3)
+                 WHERE sid = ?1",
+                params![sid, new_jti, new_expires],
+            )?;
+        } else if previous.as_deref() == Some(presented_jti) {
+            // The app lost our last answer and retries: replace the unused successor.
+            tx.execute(
+                "UPDATE sessions SET refresh_cur = ?2, expires = MAX(expires, ?3) WHERE sid = ?1",
+                params![sid, new_jti, new_expires],
+            )?;
+        } else {
+            revoke_in(&tx, "sid = ?1", [sid], RevokeReason::RefreshReuse, now)?;
+            tx.commit()?;
+            self.epoch.bump();
+            return Ok(Rotation::ReuseDetected);
+        }
+        tx.commit()?;
+        match self.session(sid)? {
+            Some(session) => Ok(Rotation::Rotated(session)),
+            None => Ok(Rotation::Invalid),
+        }
+    }
+
+    /// Revokes one session. Returns whether it was active. The commit is durable
+    /// and the epoch bumped before this returns.
+    pub fn revoke_session(&mut self, sid: &str, reason: RevokeReason, now: i64) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = revoke_in(&tx, "sid = ?1", [sid], reason, now)?;
+        tx.commit()?;
+        if changed > 0 {
+            self.epoch.bump();
+        }
+        Ok(changed > 0)
+    }
+
+    /// Revokes every active session of a user (by login name).
+    pub fn revoke_user_sessions(
+        &mut self,
+        username: &str,
+        reason: RevokeReason,
+        now: i64,
+    ) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = revoke_in(&tx, "username = ?1", [username], reason, now)?;
+        tx.commit()?;
+        if changed > 0 {
+            self.epoch.bump();
+        }
+        Ok(changed)
+    }
+
+    /// Active (unrevoked, unexpired) sessions, for admin listing and sweeps.
+    pub fn active_sessions(&self, now: i64) -> Result<Vec<Session>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sid FROM sessions WHERE revoked_seq IS NULL AND expires >= ?1 ORDER BY created",
+        )?;
+        let sids: Vec<String> = stmt
+            .query_map([now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(sids.len());
+        for sid in sids {
+            if let Some(s) = self.session(&sid)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes sessions that expired more than `grace` seconds ago. Their tokens
+    /// are dead by `exp`, so nobody needs the rows any more.
+    pub fn purge_expired(&mut self, now: i64, grace: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM sessions WHERE expires < ?1",
+            [now.saturating_sub(grace)],
+        )?)
+    }
+
+    /// Revoked sessions with a sequence number above `after`, oldest first.
+    pub fn revocations_since(&self, after: i64, now: i64) -> Result<Vec<Revocation>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sid, expires, revoked_seq FROM sessions
+             WHERE revoked_seq > ?1 AND expires >= ?2 ORDER BY revoked_seq",
+        )?;
+        let rows = stmt
+            .query_map([after, now], |r| {
+                Ok(Revocation {
+                    sid: r.get(0)?,
+                    expires: r.get(1)?,
+                    seq: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    // ----- built-in users --------------------------------------------------------
+
+    pub fn add_user(&mut self, username: &str, password_hash: &str, role: &str, now: i64) -> Result<i64> {
+        let inserted = self.conn.execute(
+            "INSERT INTO users (username, password_hash, role, created, updated)
+             VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (username) DO NOTHING",
+            params![username, password_hash, role, now],
+        )?;
+        if inserted == 0 {
+            return Err(Error::Invalid(format!("user {username} already exists")));
+        }
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<UserRow>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, username, password_hash, role, disabled, created FROM users WHERE username = ?1",
+            )?
+            .query_row([username], user_row)
+            .optional()?)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, username, password_hash, role, disabled, created FROM users ORDER BY username",
+        )?;
+        let rows = stmt
+            .query_map([], user_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn user_count(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
+    }
+
+    /// Sets a new password hash and revokes the user's sessions, atomically.
+    pub fn set_password(&mut self, username: &str, password_hash: &str, now: i64) -> Result<usize> {
+        self.update_user_and_revoke(
+            username,
+            "UPDATE users SET password_hash = ?2, updated = ?3 WHERE username = ?1",
+            params![username, password_hash, now],
+            RevokeReason::PasswordChanged,
+            now,
+        )
+    }
+
+    /// Disables or enables a user; disabling revokes its sessions, atomically.
+    pub fn set_disabled(&mut self, username: &str, disabled: bool, now: i64) -> Result<usize> {
+        let sql = "UPDATE users SET disabled = ?2, updated = ?3 WHERE username = ?1";
+        if disabled {
+            self.update_user_and_revoke(
+                username,
+                sql,
+                params![username, disabled, now],
+                RevokeReason::UserDisabled,
+                now,
+            )
+        } else {
+            let changed = self.conn.execute(sql, params![username, disabled, now])?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("user {username}")));
+            }
+            Ok(0)
+        }
+    }
+
+    fn update_user_and_revoke(
+        &mut self,
+        username: &str,
+        sql: &str,
+        values: impl rusqlite::Params,
+        reason: RevokeReason,
+        now: i64,
+    ) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if tx.execute(sql, values)? == 0 {
+            return Err(Error::NotFound(format!("user {username}")));
+        }
+        let revoked = revoke_in(&tx, "username = ?1", [username], reason, now)?;
+        tx.commit()?;
+        if revoked > 0 {
+            self.epoch.bump();
+        }
+        Ok(revoked)
+    }
+
+    /// Gives direct access for tests and maintenance tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Marks the matching active sessions revoked under one new sequence number.
+fn revoke_in(
+    tx: &rusqlite::Transaction<'_>,
+    filter: &str,
+    value: [&str; 1],
+    reason: RevokeReason,
+    now: i64,
+) -> Result<usize> {
+    let seq: i64 = tx.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq' RETURNING value",
+        [],
+        |r| r.get(0),
+    )?;
+    let sql = format!(
+        "UPDATE sessions SET revoked_seq = ?2, revoked_at = ?3, revoke_reason = ?4
+         WHERE {filter} AND revoked_seq IS NULL"
+    );
+    Ok(tx.execute(&sql, params![value[0], seq, now, reason.as_str()])?)
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        role: r.get(3)?,
+        disabled: r.get(4)?,
+        created: r.get(5)?,
+    })
+}

@@ -1,0 +1,263 @@
+//! The token format: HS256 JWTs with the original module's claims plus `sid` and `jti`.
+//!
+//! Verification never allocates: segments are decoded into stack buffers and the
+//! claims borrow from the caller's buffer. Each failure is a distinct [`TokenError`]
+//! kind for logs; clients only ever see one generic answer.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use crate::keyfile::Key;
+
+/// Longest token we look at. Ours are ~350 characters; anything far longer is
+/// garbage and is rejected before any decoding work.
+pub const MAX_TOKEN_LEN: usize = 2048;
+/// Decoded payload buffer: big enough for any token under [`MAX_TOKEN_LEN`].
+pub const PAYLOAD_BUF: usize = MAX_TOKEN_LEN * 3 / 4 + 3;
+const HEADER_BUF: usize = 192;
+const SIGNATURE_LEN: usize = 32;
+
+/// The JOSE header we write. `kid` names the signing key.
+const HEADER_JSON: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// Why a token was refused. Small and `Copy` so the hot path never allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not three canonical base64url segments, or JSON we cannot read.
+    Malformed,
+    /// Header names a field we do not accept (`crit`, `jku`, `jwk`, `x5u`, …).
+    BadHeader,
+    /// `alg` is anything but exactly `HS256`.
+    BadAlgorithm,
+    /// `kid` names a key we do not have.
+    UnknownKey,
+    /// The MAC does not match.
+    BadSignature,
+    /// Claims are missing or of the wrong JSON type (after the MAC was checked).
+    BadClaims,
+    Expired,
+    NotYetValid,
+    /// A valid token of the other type (refresh where access is needed, or back).
+    WrongType,
+    /// The session was logged out or revoked.
+    Revoked,
+}
+
+impl TokenError {
+    /// Short lowercase name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::BadHeader => "bad_header",
+            TokenError::BadAlgorithm => "bad_algorithm",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::BadClaims => "bad_claims",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongType => "wrong_type",
+            TokenError::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    Access,
+    Refresh,
+}
+
+impl TokenType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Access => "access",
+            TokenType::Refresh => "refresh",
+        }
+    }
+}
+
+/// The claims, in the order they are written: the original module's six first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims<'a> {
+    pub sub: u64,
+    #[serde(borrow)]
+    pub username: &'a str,
+    #[serde(borrow)]
+    pub role: &'a str,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(rename = "type")]
+    pub kind: TokenType,
+    #[serde(borrow)]
+    pub sid: &'a str,
+    #[serde(borrow)]
+    pub jti: &'a str,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+}
+
+/// The header fields we accept; any other field (`crit`, `jku`, `jwk`, `x5u`, `x5c`,
+/// `cty`, …) rejects the token, and so does a duplicated field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: &'a str,
+    #[serde(default, borrow)]
+    #[allow(dead_code)] // read for validation only: must be a string if present
+    typ: Option<&'a str>,
+    #[serde(default, borrow)]
+    kid: Option<&'a str>,
+}
+
+/// Clock and tolerance for a verification.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation {
+    pub now: i64,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway: i64,
+}
+
+/// Signs claims with `key`. The output is `header.payload.signature`, base64url
+/// without padding.
+pub fn sign(claims: &Claims<'_>, key: &Key) -> String {
+    // Serialising a struct of integers and strings cannot fail; fall back to an
+    // empty payload (which no verifier accepts) rather than panicking.
+    let payload = serde_json::to_vec(claims).unwrap_or_default();
+    let mut out = String::with_capacity(64 + payload.len() * 4 / 3 + 48);
+    URL_SAFE_NO_PAD.encode_string(HEADER_JSON, &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+    let tag = hmac::sign(key.hmac(), out.as_bytes());
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut out);
+    out
+}
+
+/// Verifies any token of ours and returns its claims, borrowed from `buf`.
+///
+/// Order matters: structure and header first (cheap, no secrets), then the MAC in
+/// constant time, and only then are claims parsed and trusted.
+pub fn decode<'b>(
+    token: &str,
+    key: &Key,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let (header_b64, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let (payload_b64, signature_b64) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+    if signature_b64.contains('.') {
+        return Err(TokenError::Malformed);
+    }
+
+    let mut header_buf = [0u8; HEADER_BUF];
+    let header_len = decode_segment(header_b64, &mut header_buf)?;
+    let header: Header<'_> =
+        serde_json::from_slice(&header_buf[..header_len]).map_err(|e| header_error(&e))?;
+    if header.alg != "HS256" {
+        return Err(TokenError::BadAlgorithm);
+    }
+    if let Some(kid) = header.kid
+        && kid != key.kid()
+    {
+        return Err(TokenError::UnknownKey);
+    }
+
+    let mut signature = [0u8; SIGNATURE_LEN + 3];
+    let signature_len =
+        decode_segment(signature_b64, &mut signature).map_err(|_| TokenError::BadSignature)?;
+    if signature_len != SIGNATURE_LEN {
+        return Err(TokenError::BadSignature);
+    }
+    let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    hmac::verify(key.hmac(), signed, &signature[..SIGNATURE_LEN])
+        .map_err(|_| TokenError::BadSignature)?;
+
+    let payload_len = decode_segment(payload_b64, buf)?;
+    let claims: Claims<'b> =
+        serde_json::from_slice(&buf[..payload_len]).map_err(|_| TokenError::BadClaims)?;
+    if claims.sid.is_empty() || claims.jti.is_empty() {
+        return Err(TokenError::BadClaims);
+    }
+    if validation.now > claims.exp.saturating_add(validation.leeway) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = claims.nbf
+        && validation.now.saturating_add(validation.leeway) < nbf
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// Verifies an access token: a valid refresh token is [`TokenError::WrongType`].
+pub fn decode_access<'b>(
+    token: &str,
+    key: &Key,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, TokenError> {
+    decode_typed(token, key, validation, buf, TokenType::Access)
+}
+
+/// Verifies a refresh token: a valid access token is [`TokenError::WrongType`].
+pub fn decode_refresh<'b>(
+    token: &str,
+    key: &Key,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, TokenError> {
+    decode_typed(token, key, validation, buf, TokenType::Refresh)
+}
+
+fn decode_typed<'b>(
+    token: &str,
+    key: &Key,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+    wanted: TokenType,
+) -> Result<Claims<'b>, TokenError> {
+    let claims = decode(token, key, validation, buf)?;
+    if claims.kind == wanted {
+        Ok(claims)
+    } else {
+        Err(TokenError::WrongType)
+    }
+}
+
+/// Strict base64url: no padding, no non-canonical trailing bits, fits `out`.
+fn decode_segment(segment: &str, out: &mut [u8]) -> Result<usize, TokenError> {
+    if segment.is_empty() || segment.len() / 4 * 3 + 3 > out.len() {
+        return Err(TokenError::Malformed);
+    }
+    URL_SAFE_NO_PAD
+        .decode_slice(segment, out)
+        .map_err(|_| TokenError::Malformed)
+}
+
+fn header_error(e: &serde_json::Error) -> TokenError {
+    // An unknown or duplicated field is a header we refuse by policy; anything else
+    // is not a JOSE header at all.
+    if e.classify() == serde_json::error::Category::Data {
+        TokenError::BadHeader
+    } else {
+        TokenError::Malformed
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,41 @@
+//! Built-in users: the `users` table of our own database.
+
+use crate::store::Store;
+use crate::users::{Credential, Secret, User};
+use crate::{Error, Result};
+
+/// Login names we accept for built-in users: extension numbers, e-mail-like names.
+pub fn validate_username(username: &str) -> Result<()> {
+    let ok = (1..=64).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(
+            "username must be 1-64 characters of A-Z a-z 0-9 . _ @ + -".into(),
+        ))
+    }
+}
+
+/// Roles a token may carry.
+pub fn validate_role(role: &str) -> Result<()> {
+    if matches!(role, "user" | "admin") {
+        Ok(())
+    } else {
+        Err(Error::Invalid("role must be `user` or `admin`".into()))
+    }
+}
+
+pub fn find(store: &Store, username: &str) -> Result<Option<Credential>> {
+    Ok(store.user(username)?.map(|row| Credential {
+        user: User {
+            id: row.id,
+            username: row.username,
+            role: row.role,
+        },
+        secret: Secret::Hash(row.password_hash),
+        disabled: row.disabled,
+    }))
+}

@@ -1,0 +1,100 @@
+//! Where logins are checked: our own `users` table or a MikoPBX database.
+//!
+//! A login is two steps so the caller can run them in different places: [`find`]
+//! is a quick database read, [`Credential::check`] is the slow, constant-time part
+//! (PBKDF2 for built-in users). Unknown users go through the same slow path against
+//! a dummy, so "no such user" and "wrong password" cannot be told apart.
+
+pub mod builtin;
+pub mod mikopbx;
+
+use ring::hmac;
+
+use crate::config::UserSource;
+use crate::keyfile::Key;
+use crate::store::Store;
+use crate::Result;
+
+/// Who a token is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: String,
+}
+
+/// What a login is checked against.
+#[derive(Clone)]
+pub enum Secret {
+    /// A self-describing PBKDF2 hash (built-in users).
+    Hash(String),
+    /// A plaintext SIP secret (MikoPBX keeps them so).
+    Plain(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Hash(_) => "Secret::Hash(..)",
+            Secret::Plain(_) => "Secret::Plain(..)",
+        })
+    }
+}
+
+/// A user as found in the source, with what its password is checked against.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub user: User,
+    pub secret: Secret,
+    pub disabled: bool,
+}
+
+impl Credential {
+    /// Checks a password. Disabled users fail, after the same work as the others.
+    pub fn check(&self, password: &str) -> bool {
+        let matches = match &self.secret {
+            Secret::Hash(stored) => crate::password::verify(password, stored),
+            Secret::Plain(secret) => constant_time_eq(password.as_bytes(), secret.as_bytes()),
+        };
+        matches && !self.disabled
+    }
+
+    /// A fingerprint of the credential, stored with each session: when the password
+    /// changes in the source, the fingerprint no longer matches and the session ends.
+    /// Keyed with our HMAC key so the table never holds anything password-derived
+    /// that could be attacked offline without the key.
+    pub fn tag(&self, key: &Key) -> String {
+        let material = match &self.secret {
+            Secret::Hash(s) | Secret::Plain(s) => s.as_bytes(),
+        };
+        let mut ctx = hmac::Context::with_key(key.hmac());
+        ctx.update(b"softphone-credential-tag\0");
+        ctx.update(material);
+        crate::keyfile::hex(&ctx.sign().as_ref()[..12])
+    }
+}
+
+/// Spends the time a real check would, for a login whose user was not found.
+pub fn check_missing(source: &UserSource, password: &str, iterations: u32) {
+    match source {
+        UserSource::Builtin => crate::password::verify_dummy(password, iterations),
+        UserSource::MikoPbx(_) => {
+            let _ = constant_time_eq(password.as_bytes(), b"0000000000000000000000000000000");
+        }
+    }
+}
+
+/// Looks a login name up in the configured source.
+pub fn find(source: &UserSource, store: &Store, username: &str) -> Result<Option<Credential>> {
+    match source {
+        UserSource::Builtin => builtin::find(store, username),
+        UserSource::MikoPbx(path) => mikopbx::find(path, username),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Compare MACs of both sides: the time depends on neither the contents nor on
+    // where they differ, and unequal lengths need no special case.
+    let k = hmac::Key::new(hmac::HMAC_SHA256, b"softphone-secret-comparison");
+    hmac::verify(&k, a, hmac::sign(&k, b).as_ref()).is_ok()
+}
