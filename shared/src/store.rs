@@ -5,6 +5,7 @@
 //! `synchronous=FULL` so a commit that returned is on disk, and bump the
 //! [`Epoch`] after each committed revocation so verifiers notice at once.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -154,6 +155,14 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        // Sessions and password hashes are private: create the file 0600 so the
+        // -wal and -shm files SQLite makes beside it inherit that mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -1,1 +1,114 @@
-fn main(){}
+//! `softphone-verifier`: load the config, the key and the revocation list, then
+//! answer nginx until SIGTERM. SIGHUP reloads the key and reopens the log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use softphone_shared::config::Config;
+use softphone_shared::seclog::SecurityLog;
+use softphone_shared::store::Store;
+use softphone_shared::{keyfile, unix_now};
+use softphone_verifier::decision::Verifier;
+use softphone_verifier::revocations::Revocations;
+use softphone_verifier::{Error, Result, server};
+
+/// Token verifier for nginx `auth_request` and nchan subscriber authorization.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (default: built-in defaults; `SOFTPHONE_*` variables override)
+    #[arg(long, env = "SOFTPHONE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("softphone-verifier: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let key = keyfile::load_or_create(&config.key_file)?;
+    if let Some(warning) = keyfile::permission_warning(&config.key_file) {
+        eprintln!("softphone-verifier: {warning}");
+    }
+    // Whichever daemon starts first creates the database; the verifier then only
+    // ever reads it.
+    drop(Store::open(&config.database)?);
+    let revocations = Revocations::open(&config.database, unix_now(), config.leeway)?;
+    let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-verifier")?;
+    let verifier = Arc::new(Verifier::new(
+        key,
+        config.key_file.clone(),
+        config.leeway,
+        revocations,
+        Some(log),
+    ));
+
+    // 64 KiB coroutine stacks: a request that finds the epoch moved runs a SQLite
+    // query on its own stack (measured to need more than 8 KiB).
+    may::config()
+        .set_workers(config.verifier_workers)
+        .set_stack_size(0x2000);
+
+    spawn_signal_thread(Arc::clone(&verifier))?;
+    spawn_maintenance_thread(Arc::clone(&verifier));
+    let server = server::start(verifier, config.verifier_listen)?;
+    eprintln!(
+        "softphone-verifier: listening on {} ({} worker(s))",
+        config.verifier_listen, config.verifier_workers
+    );
+    let _ = server.join();
+    Ok(())
+}
+
+fn spawn_signal_thread(verifier: Arc<Verifier>) -> Result<()> {
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(Error::Signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match verifier.reload_key() {
+                        Ok(()) => eprintln!("softphone-verifier: SIGHUP: key reloaded"),
+                        Err(e) => eprintln!("softphone-verifier: SIGHUP: keeping the old key: {e}"),
+                    }
+                    if let Some(Err(e)) = verifier.log().map(SecurityLog::reopen) {
+                        eprintln!("softphone-verifier: SIGHUP: {e}");
+                    }
+                } else {
+                    // Every answer is a few microseconds and nginx retries a dropped
+                    // keep-alive connection, so stopping at once is clean.
+                    eprintln!("softphone-verifier: stopping");
+                    std::process::exit(0);
+                }
+            }
+        })
+        .map_err(Error::Signals)?;
+    Ok(())
+}
+
+fn spawn_maintenance_thread(verifier: Arc<Verifier>) {
+    let spawned = std::thread::Builder::new()
+        .name("maintenance".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                verifier.revocations().maintain(unix_now());
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("softphone-verifier: no maintenance thread ({e}); revocations still work per request");
+    }
+}

@@ -1,0 +1,117 @@
+//! Identity response headers, interned.
+//!
+//! may_minihttp takes header lines as `&'static str`, so each distinct identity is
+//! formatted and leaked once. Only validly signed tokens get here, so the number of
+//! entries is bounded by the users the issuer ever signed for; a hard cap keeps a
+//! leaked or misused key from growing memory without end (beyond it, requests are
+//! refused rather than allowed without identity).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::RwLock;
+
+/// The three header lines sent with a 200.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: &'static str,
+    pub username: &'static str,
+    pub role: &'static str,
+}
+
+/// Far above any PBX's user count.
+pub const MAX_IDENTITIES: usize = 100_000;
+const KEY_BUF: usize = 192;
+
+#[derive(Debug, Default)]
+pub struct Identities {
+    map: RwLock<HashMap<Box<[u8]>, &'static Identity>>,
+}
+
+impl Identities {
+    pub fn new() -> Identities {
+        Identities::default()
+    }
+
+    /// The interned headers for a token's identity; `None` when a field cannot be
+    /// a header value or the table is full.
+    pub fn get(&self, sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
+        if !header_safe(username) || !header_safe(role) {
+            return None;
+        }
+        let mut buf = [0u8; KEY_BUF];
+        let len = {
+            let mut cursor = &mut buf[..];
+            write!(cursor, "{sub}\0{username}\0{role}").ok()?;
+            KEY_BUF - cursor.len()
+        };
+        let key = &buf[..len];
+        if let Ok(map) = self.map.read()
+            && let Some(found) = map.get(key)
+        {
+            return Some(found);
+        }
+        self.insert(key, sub, username, role)
+    }
+
+    #[cold]
+    fn insert(&self, key: &[u8], sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
+        let mut map = self.map.write().ok()?;
+        if let Some(found) = map.get(key) {
+            return Some(found);
+        }
+        if map.len() >= MAX_IDENTITIES {
+            return None;
+        }
+        let identity: &'static Identity = Box::leak(Box::new(Identity {
+            user_id: leak(format!("X-Softphone-User-Id: {sub}")),
+            username: leak(format!("X-Softphone-Username: {username}")),
+            role: leak(format!("X-Softphone-Role: {role}")),
+        }));
+        map.insert(key.into(), identity);
+        Some(identity)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Printable ASCII without spaces: nothing that could end or split a header line.
+fn header_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interns_once_and_formats_the_headers() {
+        let ids = Identities::new();
+        let a = ids.get(7, "201", "user").unwrap();
+        let b = ids.get(7, "201", "user").unwrap();
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a.user_id, "X-Softphone-User-Id: 7");
+        assert_eq!(a.username, "X-Softphone-Username: 201");
+        assert_eq!(a.role, "X-Softphone-Role: user");
+        assert!(!std::ptr::eq(a, ids.get(8, "201", "user").unwrap()));
+        assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn refuses_values_that_could_break_a_header() {
+        let ids = Identities::new();
+        for bad in ["", "a b", "a\r\nX-Evil: 1", "é", &"x".repeat(200)] {
+            assert!(ids.get(1, bad, "user").is_none(), "{bad:?}");
+        }
+        assert!(ids.get(1, "201", "us\ner").is_none());
+    }
+}

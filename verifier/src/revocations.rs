@@ -1,0 +1,144 @@
+//! Revoked sessions, in memory, kept in step with the database through the epoch.
+//!
+//! Per request: one atomic load of the shared epoch and one hash lookup. Only when
+//! the epoch moved does a request read the new revocations from SQLite (a few
+//! rows), so a logout is refused from the very next request after its 200.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use softphone_shared::epoch::Epoch;
+use softphone_shared::store::Store;
+
+use crate::Result;
+
+/// The revocation list could not be read: callers fail closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+struct Reader {
+    store: Store,
+    last_seq: i64,
+}
+
+pub struct Revocations {
+    /// Our own mapping of the epoch file, read lock-free on every request.
+    epoch: Epoch,
+    /// The epoch value the set is known to be current for.
+    synced: AtomicU64,
+    /// Set when the epoch file was replaced under us: from then on every request
+    /// asks SQLite (slower, still correct) until the verifier restarts.
+    direct: AtomicBool,
+    revoked: RwLock<HashMap<Box<str>, i64>>,
+    reader: Mutex<Reader>,
+    db_path: PathBuf,
+    /// Tokens live `leeway` seconds past `exp`; so must their revocations.
+    leeway: i64,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("db", &self.db_path)
+            .field("synced", &self.synced)
+            .finish()
+    }
+}
+
+impl Revocations {
+    /// Opens the database read-only and loads every live revocation.
+    pub fn open(db_path: &Path, now: i64, leeway: i64) -> Result<Revocations> {
+        let store = Store::open_read_only(db_path)?;
+        let epoch = Epoch::open(&Epoch::path_for(db_path))?;
+        let revocations = Revocations {
+            synced: AtomicU64::new(epoch.load().wrapping_sub(1)),
+            epoch,
+            direct: AtomicBool::new(false),
+            revoked: RwLock::new(HashMap::new()),
+            reader: Mutex::new(Reader { store, last_seq: 0 }),
+            db_path: db_path.to_path_buf(),
+            leeway,
+        };
+        revocations
+            .sync(now)
+            .map_err(|_| softphone_shared::Error::NotFound("revocations".into()))?;
+        Ok(revocations)
+    }
+
+    /// Whether `sid` is revoked, bringing the list up to date first if the epoch
+    /// moved.
+    pub fn is_revoked(&self, sid: &str, now: i64) -> Result<bool, Unavailable> {
+        if self.direct.load(Ordering::Relaxed) {
+            return self.ask_database(sid);
+        }
+        if self.epoch.load() != self.synced.load(Ordering::Acquire) {
+            self.sync(now)?;
+        }
+        match self.revoked.read() {
+            Ok(set) => Ok(set.contains_key(sid)),
+            Err(_) => Err(Unavailable),
+        }
+    }
+
+    /// Reads revocations newer than the last seen one. The epoch is read *before*
+    /// the query, so anything committed before that bump is in the result.
+    #[cold]
+    pub fn sync(&self, now: i64) -> Result<(), Unavailable> {
+        let mut reader = self.reader.lock().map_err(|_| Unavailable)?;
+        let epoch = self.epoch.load();
+        if epoch == self.synced.load(Ordering::Acquire) {
+            return Ok(()); // another worker just did it
+        }
+        let fresh = reader
+            .store
+            .revocations_since(reader.last_seq, now.saturating_sub(self.leeway))
+            .map_err(|_| Unavailable)?;
+        if let Some(last) = fresh.last() {
+            reader.last_seq = last.seq;
+            let mut set = self.revoked.write().map_err(|_| Unavailable)?;
+            for r in fresh {
+                set.insert(r.sid.into_boxed_str(), r.expires);
+            }
+        }
+        self.synced.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// Background upkeep, about once a second: forget revocations whose sessions
+    /// have expired, notice a replaced epoch file, and re-read from the database
+    /// even without a bump (a safety net for hand edits).
+    pub fn maintain(&self, now: i64) {
+        if let Ok(mut set) = self.revoked.write() {
+            set.retain(|_, expires| expires.saturating_add(self.leeway) >= now);
+        }
+        if self.epoch.replaced() && !self.direct.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "verifier: {} was replaced; checking every request against the database until restart",
+                self.epoch.path().display()
+            );
+        }
+        // Force a re-read by pretending the epoch moved.
+        self.synced.fetch_add(1, Ordering::AcqRel);
+        let _ = self.sync(now);
+    }
+
+    fn ask_database(&self, sid: &str) -> Result<bool, Unavailable> {
+        let reader = self.reader.lock().map_err(|_| Unavailable)?;
+        // A session we never recorded is treated as revoked: fail closed.
+        reader
+            .store
+            .session_active(sid)
+            .map(|active| !active)
+            .map_err(|_| Unavailable)
+    }
+
+    pub fn len(&self) -> usize {
+        self.revoked.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
