@@ -1,1 +1,103 @@
-fn main(){}
+//! `softphone-issuer`: run the daemon (the default) or an admin command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use softphone_issuer::{Result, admin, serve};
+use softphone_shared::config::Config;
+
+/// Login, refresh, logout, profile and health for softphone apps.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (default: built-in defaults; `SOFTPHONE_*` variables override)
+    #[arg(long, env = "SOFTPHONE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (what happens without a command)
+    Serve,
+    /// Manage built-in users
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect and revoke sessions
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input or a prompt
+    Add {
+        username: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+    /// Set a new password (read from standard input or a prompt); revokes the user's sessions
+    Passwd { username: String },
+    /// Disable a user; revokes its sessions
+    Disable { username: String },
+    /// Enable a disabled user
+    Enable { username: String },
+    /// List users
+    List,
+    /// Print the number of users (for scripts)
+    Count,
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// List active sessions
+    List,
+    /// Revoke all sessions of a user, or one session by id
+    Revoke {
+        #[arg(long, conflicts_with = "sid")]
+        user: Option<String>,
+        #[arg(long)]
+        sid: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("softphone-issuer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let output = match args.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            return runtime.block_on(serve::serve(config, args.config));
+        }
+        Command::User(UserCommand::Add { username, role }) => admin::user_add(&config, &username, &role)?,
+        Command::User(UserCommand::Passwd { username }) => admin::user_passwd(&config, &username)?,
+        Command::User(UserCommand::Disable { username }) => {
+            admin::user_set_disabled(&config, &username, true)?
+        }
+        Command::User(UserCommand::Enable { username }) => {
+            admin::user_set_disabled(&config, &username, false)?
+        }
+        Command::User(UserCommand::List) => admin::user_list(&config)?,
+        Command::User(UserCommand::Count) => admin::user_count(&config)?.to_string(),
+        Command::Session(SessionCommand::List) => admin::session_list(&config)?,
+        Command::Session(SessionCommand::Revoke { user, sid }) => {
+            admin::session_revoke(&config, user.as_deref(), sid.as_deref())?
+        }
+    };
+    println!("{}", output.trim_end());
+    Ok(())
+}

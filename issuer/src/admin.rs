@@ -1,0 +1,133 @@
+//! Admin commands, run against the database directly (no daemon needed):
+//! built-in users and session revocation. Passwords come from standard input (one
+//! line) or an interactive prompt, never from the command line, where `ps` and
+//! shell history would see them.
+
+use std::io::{BufRead, IsTerminal};
+
+use softphone_shared::config::{Config, UserSource};
+use softphone_shared::password;
+use softphone_shared::store::{RevokeReason, Store};
+use softphone_shared::unix_now;
+use softphone_shared::users::builtin::{validate_role, validate_username};
+
+use crate::{Error, Result};
+
+pub fn user_add(config: &Config, username: &str, role: &str) -> Result<String> {
+    validate_username(username)?;
+    validate_role(role)?;
+    warn_if_not_builtin(config);
+    let secret = read_password(&format!("Password for {username}: "))?;
+    let hash = password::hash(&secret, config.pbkdf2_iterations)?;
+    let mut store = Store::open(&config.database)?;
+    let id = store.add_user(username, &hash, role, unix_now())?;
+    Ok(format!("user {username} added with id {id}"))
+}
+
+pub fn user_passwd(config: &Config, username: &str) -> Result<String> {
+    warn_if_not_builtin(config);
+    let mut store = Store::open(&config.database)?;
+    if store.user(username)?.is_none() {
+        return Err(softphone_shared::Error::NotFound(format!("user {username}")).into());
+    }
+    let secret = read_password(&format!("New password for {username}: "))?;
+    let hash = password::hash(&secret, config.pbkdf2_iterations)?;
+    let revoked = store.set_password(username, &hash, unix_now())?;
+    Ok(format!("password of {username} changed; {revoked} session(s) revoked"))
+}
+
+pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Result<String> {
+    warn_if_not_builtin(config);
+    let mut store = Store::open(&config.database)?;
+    let revoked = store.set_disabled(username, disabled, unix_now())?;
+    Ok(if disabled {
+        format!("user {username} disabled; {revoked} session(s) revoked")
+    } else {
+        format!("user {username} enabled")
+    })
+}
+
+pub fn user_list(config: &Config) -> Result<String> {
+    let store = Store::open(&config.database)?;
+    let mut out = format!("{:<6} {:<24} {:<6} {:<8} {}\n", "ID", "USERNAME", "ROLE", "STATE", "HASH COST");
+    for user in store.users()? {
+        out.push_str(&format!(
+            "{:<6} {:<24} {:<6} {:<8} {}\n",
+            user.id,
+            user.username,
+            user.role,
+            if user.disabled { "disabled" } else { "enabled" },
+            password::iterations_of(&user.password_hash).map_or_else(|| "?".into(), |i| i.to_string()),
+        ));
+    }
+    Ok(out)
+}
+
+pub fn user_count(config: &Config) -> Result<i64> {
+    Ok(Store::open(&config.database)?.user_count()?)
+}
+
+pub fn session_revoke(config: &Config, user: Option<&str>, sid: Option<&str>) -> Result<String> {
+    let mut store = Store::open(&config.database)?;
+    let now = unix_now();
+    match (user, sid) {
+        (Some(user), None) => {
+            let n = store.revoke_user_sessions(user, RevokeReason::Admin, now)?;
+            Ok(format!("{n} session(s) of {user} revoked"))
+        }
+        (None, Some(sid)) => {
+            let revoked = store.revoke_session(sid, RevokeReason::Admin, now)?;
+            Ok(if revoked {
+                format!("session {sid} revoked")
+            } else {
+                format!("session {sid} was not active")
+            })
+        }
+        _ => Err(Error::Usage("give exactly one of --user or --sid".into())),
+    }
+}
+
+pub fn session_list(config: &Config) -> Result<String> {
+    let store = Store::open(&config.database)?;
+    let mut out = format!("{:<24} {:<6} {:<24} {:<20} {}\n", "SID", "UID", "USERNAME", "CREATED (UTC)", "GENERATION");
+    for s in store.active_sessions(unix_now())? {
+        out.push_str(&format!(
+            "{:<24} {:<6} {:<24} {:<20} {}\n",
+            s.sid,
+            s.user_id,
+            s.username,
+            softphone_shared::seclog::timestamp(s.created),
+            s.generation
+        ));
+    }
+    Ok(out)
+}
+
+fn warn_if_not_builtin(config: &Config) {
+    if let UserSource::MikoPbx(path) = &config.user_source {
+        eprintln!(
+            "note: user_source is mikopbx:{}; built-in users are not used for logins until user_source = \"builtin\"",
+            path.display()
+        );
+    }
+}
+
+/// One line from standard input, or a prompt without echo on a terminal.
+fn read_password(prompt: &str) -> Result<String> {
+    let secret = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt)?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            return Err(Error::Usage("passwords do not match".into()));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if secret.is_empty() {
+        return Err(Error::Usage("empty password".into()));
+    }
+    Ok(secret)
+}

@@ -1,0 +1,325 @@
+//! The five public operations. Each returns a response or an [`ApiError`]; the
+//! mapping of errors to HTTP lives in `error.rs` alone.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use softphone_shared::seclog::Event;
+use softphone_shared::store::{NewSession, RevokeReason, Rotation};
+use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
+use softphone_shared::unix_now;
+use softphone_shared::users::{self, Credential};
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+
+use crate::ApiError;
+use crate::error::json_response;
+use crate::state::App;
+use crate::tokens;
+
+/// What the handlers need from a request besides its body.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The client: `X-Real-IP` when nginx (a loopback peer) sent it, else the peer.
+    pub from: IpAddr,
+    pub authorization: Option<HeaderValue>,
+    pub content_type: Option<HeaderValue>,
+}
+
+impl Meta {
+    /// The bearer token: `Bearer <t>` (scheme in any case) or the bare token.
+    fn bearer(&self) -> Option<&str> {
+        let value = self.authorization.as_ref()?.to_str().ok()?;
+        let token = match value.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &value[7..],
+            _ => value,
+        };
+        (!token.is_empty()).then_some(token)
+    }
+
+    fn is_json(&self) -> bool {
+        self.content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    }
+}
+
+/// Longest username and password we look at; longer ones simply fail.
+const MAX_USERNAME: usize = 256;
+const MAX_PASSWORD: usize = 1024;
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    success: bool,
+    access_token: &'a str,
+    refresh_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, ApiError> {
+    if !meta.is_json() {
+        return Err(ApiError::BadCredentialsRequest);
+    }
+    let request: LoginRequest =
+        serde_json::from_slice(&body).map_err(|_| ApiError::BadCredentialsRequest)?;
+    if request.username.is_empty() || request.password.is_empty() {
+        return Err(ApiError::BadCredentialsRequest);
+    }
+    let config = app.config();
+    let now = unix_now();
+    let username = request.username;
+
+    let attempt = match app.throttle().begin(&username, meta.from, now) {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            app.log().log(Event::AuthRateLimited, &username, Some(meta.from), now);
+            return Err(ApiError::TooManyAttempts { retry_after });
+        }
+    };
+
+    let credential = if username.len() <= MAX_USERNAME {
+        let source = config.user_source.clone();
+        let name = username.clone();
+        app.read(move |store| users::find(&source, store, &name)).await?
+    } else {
+        None
+    };
+    let password = request.password;
+    let checked = credential.clone();
+    let source = config.user_source.clone();
+    let iterations = config.pbkdf2_iterations;
+    let accepted = app
+        .check_password(move || match &checked {
+            Some(credential) if password.len() <= MAX_PASSWORD => credential.check(&password),
+            _ => {
+                users::check_missing(&source, &password, iterations);
+                false
+            }
+        })
+        .await?;
+
+    let Some(credential) = credential.filter(|_| accepted) else {
+        app.log().log(Event::AuthFailed, &username, Some(meta.from), unix_now());
+        return Err(ApiError::InvalidCredentials);
+    };
+    app.throttle().succeeded(attempt);
+
+    let now = unix_now();
+    let key = app.key();
+    let sid = tokens::random_id()?;
+    let pair = tokens::mint(&key, &config, &credential.user, &sid, now)?;
+    let cred_tag = credential.tag(&key);
+    let user = credential.user.clone();
+    let refresh_jti = pair.refresh_jti.clone();
+    let expires = pair.refresh_exp;
+    app.write(move |store| {
+        store.create_session(&NewSession {
+            sid: &sid,
+            user_id: user.id,
+            username: &user.username,
+            role: &user.role,
+            cred_tag: &cred_tag,
+            created: now,
+            expires,
+            refresh_jti: &refresh_jti,
+        })
+    })
+    .await?;
+    app.log().log(Event::AuthSuccess, &username, Some(meta.from), now);
+    Ok(tokens_response(&pair, config.access_ttl))
+}
+
+pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+    let token = meta.bearer().ok_or(ApiError::RefreshInvalid)?;
+    let config = app.config();
+    let key = app.key();
+    let now = unix_now();
+    let mut buf = [0u8; PAYLOAD_BUF];
+    let claims = decode(&app, token, &mut buf, now)
+        .await
+        .map_err(|_| ApiError::RefreshInvalid)?;
+    if claims.kind != TokenType::Refresh {
+        return Err(ApiError::RefreshWrongType);
+    }
+    let sid = claims.sid.to_owned();
+    let presented = claims.jti.to_owned();
+    let username = claims.username.to_owned();
+
+    // The user must still exist, be enabled and have the credentials the session
+    // was opened with; otherwise the session ends here.
+    let source = config.user_source.clone();
+    let name = username.clone();
+    let credential: Option<Credential> = app.read(move |store| users::find(&source, store, &name)).await?;
+    let current = credential.filter(|c| !c.disabled);
+    let session_tag = {
+        let sid = sid.clone();
+        app.read(move |store| Ok(store.session(&sid)?.map(|s| s.cred_tag))).await?
+    };
+    let valid_user = match (&current, &session_tag) {
+        (Some(c), Some(tag)) => c.tag(&key) == *tag,
+        _ => false,
+    };
+    if !valid_user {
+        let reason = if current.is_none() {
+            RevokeReason::UserDisabled
+        } else {
+            RevokeReason::CredentialsChanged
+        };
+        let sid = sid.clone();
+        app.write(move |store| store.revoke_session(&sid, reason, now)).await?;
+        return Err(ApiError::RefreshInvalid);
+    }
+    let Some(credential) = current else {
+        return Err(ApiError::RefreshInvalid);
+    };
+
+    let pair = tokens::mint(&key, &config, &credential.user, &sid, now)?;
+    let new_jti = pair.refresh_jti.clone();
+    let expires = pair.refresh_exp;
+    let rotation = {
+        let sid = sid.clone();
+        app.write(move |store| store.rotate_refresh(&sid, &presented, &new_jti, expires, now))
+            .await?
+    };
+    match rotation {
+        Rotation::Rotated(_) => Ok(tokens_response(&pair, config.access_ttl)),
+        Rotation::ReuseDetected => {
+            app.log().log(Event::RefreshReuse, &username, Some(meta.from), now);
+            Err(ApiError::RefreshInvalid)
+        }
+        Rotation::Invalid => Err(ApiError::RefreshInvalid),
+    }
+}
+
+pub async fn logout(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+    let token = meta.bearer().ok_or(ApiError::LogoutUnauthorized)?;
+    let now = unix_now();
+    let mut buf = [0u8; PAYLOAD_BUF];
+    let claims = decode(&app, token, &mut buf, now)
+        .await
+        .map_err(|_| ApiError::LogoutUnauthorized)?;
+    let sid = claims.sid.to_owned();
+    // The 200 goes out only after the revocation is committed (synchronous=FULL)
+    // and the epoch bumped, so the verifier refuses the very next request.
+    let revoked = app
+        .write(move |store| store.revoke_session(&sid, RevokeReason::Logout, now))
+        .await?;
+    if !revoked {
+        return Err(ApiError::LogoutUnauthorized);
+    }
+    app.log().log(Event::Logout, claims.username, Some(meta.from), now);
+
+    #[derive(Serialize)]
+    struct LoggedOut {
+        success: bool,
+        message: &'static str,
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &LoggedOut {
+            success: true,
+            message: "Logged out successfully",
+        },
+    ))
+}
+
+pub async fn profile(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+    let token = meta.bearer().ok_or(ApiError::ProfileUnauthorized)?;
+    let mut buf = [0u8; PAYLOAD_BUF];
+    let claims = decode(&app, token, &mut buf, unix_now())
+        .await
+        .map_err(|_| ApiError::ProfileUnauthorized)?;
+    if claims.kind != TokenType::Access {
+        return Err(ApiError::ProfileWrongType);
+    }
+
+    #[derive(Serialize)]
+    struct Profile<'a> {
+        success: bool,
+        user: ProfileUser<'a>,
+    }
+    #[derive(Serialize)]
+    struct ProfileUser<'a> {
+        id: u64,
+        username: &'a str,
+        role: &'a str,
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &Profile {
+            success: true,
+            user: ProfileUser {
+                id: claims.sub,
+                username: claims.username,
+                role: claims.role,
+            },
+        },
+    ))
+}
+
+pub async fn health() -> Response {
+    #[derive(Serialize)]
+    struct Health {
+        success: bool,
+        status: &'static str,
+        timestamp: i64,
+    }
+    json_response(
+        StatusCode::OK,
+        &Health {
+            success: true,
+            status: "ok",
+            timestamp: unix_now(),
+        },
+    )
+}
+
+/// Verifies a token of either type and checks its session is still active.
+async fn decode<'b>(
+    app: &App,
+    token: &str,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+    now: i64,
+) -> Result<Claims<'b>, TokenError> {
+    let config = app.config();
+    let key = app.key();
+    let claims = token::decode(
+        token,
+        &key,
+        Validation {
+            now,
+            leeway: config.leeway,
+        },
+        buf,
+    )?;
+    let sid = claims.sid.to_owned();
+    let active = app
+        .read(move |store| store.session_active(&sid))
+        .await
+        .map_err(|_| TokenError::Revoked)?;
+    if active { Ok(claims) } else { Err(TokenError::Revoked) }
+}
+
+fn tokens_response(pair: &tokens::Pair, expires_in: i64) -> Response {
+    json_response(
+        StatusCode::OK,
+        &TokenResponse {
+            success: true,
+            access_token: &pair.access,
+            refresh_token: &pair.refresh,
+            token_type: "Bearer",
+            expires_in,
+        },
+    )
+}

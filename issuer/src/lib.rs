@@ -1,0 +1,17 @@
+//! The issuer: login, refresh, logout, profile and health over warp, plus the
+//! admin commands. `main.rs` only parses arguments; everything lives here so the
+//! routes can be driven in-process by `warp::test`.
+
+pub mod admin;
+pub mod error;
+pub mod handlers;
+pub mod routes;
+pub mod serve;
+pub mod state;
+pub mod throttle;
+pub mod tokens;
+
+pub use error::{ApiError, Error, Result};
+
+/// Base path of every public route, as the original module has it.
+pub const BASE_PATH: &str = "/pbxcore/api/module-softphone-backend/v1";

@@ -1,0 +1,83 @@
+//! Running the daemon: bind, serve until SIGTERM/SIGINT (finishing requests in
+//! flight), reload on SIGHUP, purge expired sessions every minute.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use softphone_shared::config::Config;
+use softphone_shared::unix_now;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::routes::routes;
+use crate::state::App;
+use crate::{Error, Result};
+
+/// How long expired sessions are kept after they expire (beyond any leeway).
+const PURGE_GRACE: i64 = 3600;
+
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
+    let addr = config.issuer_listen;
+    let app = Arc::new(App::open(config)?);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    eprintln!("softphone-issuer: listening on {addr}");
+
+    tokio::spawn(housekeeping(Arc::clone(&app)));
+    tokio::spawn(reload_on_hangup(Arc::clone(&app), config_path)?);
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        eprintln!("softphone-issuer: stopping after requests in flight");
+    };
+    warp::serve(routes(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    Ok(())
+}
+
+fn reload_on_hangup(
+    app: Arc<App>,
+    config_path: Option<PathBuf>,
+) -> Result<impl Future<Output = ()>> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangup.recv().await.is_some() {
+            let reloaded = Config::load(config_path.as_deref())
+                .map_err(Error::from)
+                .and_then(|config| app.reload(config));
+            match reloaded {
+                Ok(notes) => {
+                    eprintln!("softphone-issuer: SIGHUP: config and key reloaded");
+                    for note in notes {
+                        eprintln!("softphone-issuer: SIGHUP: {note}");
+                    }
+                }
+                Err(e) => eprintln!("softphone-issuer: SIGHUP: keeping the running config: {e}"),
+            }
+        }
+    })
+}
+
+async fn housekeeping(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let now = unix_now();
+        app.throttle().prune_all(now);
+        let grace = PURGE_GRACE + app.config().leeway;
+        if let Ok(purged) = app.write(move |store| store.purge_expired(now, grace)).await
+            && purged > 0
+        {
+            eprintln!("softphone-issuer: purged {purged} expired session(s)");
+        }
+    }
+}

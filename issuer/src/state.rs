@@ -1,0 +1,180 @@
+//! The issuer's shared state and the two ways work leaves the async threads:
+//! database calls (short, on the blocking pool) and password checks (long, on the
+//! blocking pool behind a semaphore, so a login flood queues instead of starving
+//! refresh and profile).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use softphone_shared::config::Config;
+use softphone_shared::keyfile::{self, Key};
+use softphone_shared::seclog::SecurityLog;
+use softphone_shared::store::Store;
+use tokio::sync::Semaphore;
+
+use crate::throttle::{Limits, Throttle};
+use crate::{ApiError, Result};
+
+/// Logins waiting for a hashing slot before new ones are told to come back later.
+const MAX_WAITING_LOGINS: usize = 256;
+
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    key: RwLock<Arc<Key>>,
+    /// Writes (sessions, revocations) go through one connection: SQLite has one
+    /// writer at a time anyway.
+    writer: Arc<Mutex<Store>>,
+    /// Reads (is this session active? who is this user?) do not wait for a
+    /// writer's fsync.
+    reader: Arc<Mutex<Store>>,
+    log: SecurityLog,
+    throttle: RwLock<Arc<Throttle>>,
+    hashing: Semaphore,
+    waiting: AtomicUsize,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Loads (or creates) the key and database and opens the security log.
+    pub fn open(config: Config) -> Result<App> {
+        let key = keyfile::load_or_create(&config.key_file)?;
+        if let Some(warning) = keyfile::permission_warning(&config.key_file) {
+            eprintln!("softphone-issuer: {warning}");
+        }
+        let writer = Store::open(&config.database)?;
+        let reader = Store::open_read_only(&config.database)?;
+        let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
+        Ok(App {
+            throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
+            hashing: Semaphore::new(config.login_concurrency),
+            config: RwLock::new(Arc::new(config)),
+            key: RwLock::new(Arc::new(key)),
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            log,
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    pub fn key(&self) -> Arc<Key> {
+        self.key
+            .read()
+            .map(|k| Arc::clone(&k))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    pub fn log(&self) -> &SecurityLog {
+        &self.log
+    }
+
+    pub fn throttle(&self) -> Arc<Throttle> {
+        self.throttle
+            .read()
+            .map(|t| Arc::clone(&t))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    /// SIGHUP: re-read the config and the key, reopen the security log. Settings
+    /// that need a restart (addresses, paths) are reported and left as they are.
+    pub fn reload(&self, new: Config) -> Result<Vec<String>> {
+        let old = self.config();
+        let mut notes = Vec::new();
+        for (name, changed) in [
+            ("issuer_listen", old.issuer_listen != new.issuer_listen),
+            ("database", old.database != new.database),
+            ("log_dir", old.log_dir != new.log_dir),
+        ] {
+            if changed {
+                notes.push(format!("{name} changed: takes effect after a restart"));
+            }
+        }
+        let key = keyfile::load(&new.key_file)?;
+        if let Ok(mut slot) = self.key.write() {
+            *slot = Arc::new(key);
+        }
+        self.log.reopen()?;
+        let limits = Limits::from_config(&new);
+        let mut effective = new;
+        effective.issuer_listen = old.issuer_listen;
+        effective.database = old.database.clone();
+        effective.log_dir = old.log_dir.clone();
+        if let Ok(mut slot) = self.throttle.write() {
+            *slot = Arc::new(Throttle::new(limits));
+        }
+        if let Ok(mut slot) = self.config.write() {
+            *slot = Arc::new(effective);
+        }
+        Ok(notes)
+    }
+
+    /// Runs `f` on the writer connection, off the async threads.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
+    {
+        run_blocking(Arc::clone(&self.writer), f).await
+    }
+
+    /// Runs `f` on the reader connection, off the async threads.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
+    {
+        run_blocking(Arc::clone(&self.reader), f).await
+    }
+
+    /// Runs a password check with at most `login_concurrency` at once.
+    pub async fn check_password<F>(&self, f: F) -> Result<bool, ApiError>
+    where
+        F: FnOnce() -> bool + Send + 'static,
+    {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_LOGINS {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::Busy);
+        }
+        let permit = self.hashing.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit.map_err(|_| ApiError::Internal)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| ApiError::Internal)
+    }
+}
+
+async fn run_blocking<T, F>(store: Arc<Mutex<Store>>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
+{
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    })
+    .await;
+    match joined {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            // Database messages name tables and constraints, never values.
+            eprintln!("softphone-issuer: database: {e}");
+            Err(ApiError::Internal)
+        }
+        Err(e) => {
+            eprintln!("softphone-issuer: blocking task failed: {e}");
+            Err(ApiError::Internal)
+        }
+    }
+}
