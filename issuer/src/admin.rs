@@ -33,7 +33,9 @@ pub fn user_passwd(config: &Config, username: &str) -> Result<String> {
     let secret = read_password(&format!("New password for {username}: "))?;
     let hash = password::hash(&secret, config.pbkdf2_iterations)?;
     let revoked = store.set_password(username, &hash, unix_now())?;
-    Ok(format!("password of {username} changed; {revoked} session(s) revoked"))
+    Ok(format!(
+        "password of {username} changed; {revoked} session(s) revoked"
+    ))
 }
 
 pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Result<String> {
@@ -49,7 +51,10 @@ pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Res
 
 pub fn user_list(config: &Config) -> Result<String> {
     let store = Store::open(&config.database)?;
-    let mut out = format!("{:<6} {:<24} {:<6} {:<8} {}\n", "ID", "USERNAME", "ROLE", "STATE", "HASH COST");
+    let mut out = format!(
+        "{:<6} {:<24} {:<6} {:<8} {}\n",
+        "ID", "USERNAME", "ROLE", "STATE", "HASH COST"
+    );
     for user in store.users()? {
         out.push_str(&format!(
             "{:<6} {:<24} {:<6} {:<8} {}\n",
@@ -57,7 +62,8 @@ pub fn user_list(config: &Config) -> Result<String> {
             user.username,
             user.role,
             if user.disabled { "disabled" } else { "enabled" },
-            password::iterations_of(&user.password_hash).map_or_else(|| "?".into(), |i| i.to_string()),
+            password::iterations_of(&user.password_hash)
+                .map_or_else(|| "?".into(), |i| i.to_string()),
         ));
     }
     Ok(out)
@@ -89,7 +95,10 @@ pub fn session_revoke(config: &Config, user: Option<&str>, sid: Option<&str>) ->
 
 pub fn session_list(config: &Config) -> Result<String> {
     let store = Store::open(&config.database)?;
-    let mut out = format!("{:<24} {:<6} {:<24} {:<20} {}\n", "SID", "UID", "USERNAME", "CREATED (UTC)", "GENERATION");
+    let mut out = format!(
+        "{:<24} {:<6} {:<24} {:<20} {}\n",
+        "SID", "UID", "USERNAME", "CREATED (UTC)", "GENERATION"
+    );
     for s in store.active_sessions(unix_now())? {
         out.push_str(&format!(
             "{:<24} {:<6} {:<24} {:<20} {}\n",

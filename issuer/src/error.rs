@@ -38,7 +38,9 @@ pub enum ApiError {
     /// Login: unknown user or wrong password (indistinguishable on purpose).
     InvalidCredentials,
     /// Login: throttled; retry after this many seconds.
-    TooManyAttempts { retry_after: i64 },
+    TooManyAttempts {
+        retry_after: i64,
+    },
     /// Login: the password-hashing queue is full.
     Busy,
     /// Refresh: no token, or one that is invalid, expired, revoked or reused.
@@ -113,7 +115,9 @@ impl ApiError {
             ApiError::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RefreshInvalid | ApiError::LogoutUnauthorized | ApiError::ProfileUnauthorized => {
+            ApiError::RefreshInvalid
+            | ApiError::LogoutUnauthorized
+            | ApiError::ProfileUnauthorized => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"softphone\", error=\"invalid_token\""),
@@ -134,7 +138,10 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     let mut response = Response::new(bytes.into());
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     // Tokens must never sit in a cache (RFC 6749 §5.1).
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -151,8 +158,12 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::MethodNotAllowed
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some()
         || rejection.find::<warp::reject::LengthRequired>().is_some()
-        || rejection.find::<warp::reject::UnsupportedMediaType>().is_some()
-        || rejection.find::<warp::filters::body::BodyDeserializeError>().is_some()
+        || rejection
+            .find::<warp::reject::UnsupportedMediaType>()
+            .is_some()
+        || rejection
+            .find::<warp::filters::body::BodyDeserializeError>()
+            .is_some()
         || rejection.find::<warp::reject::InvalidHeader>().is_some()
         || rejection.find::<warp::reject::MissingHeader>().is_some()
     {

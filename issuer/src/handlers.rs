@@ -83,7 +83,8 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let attempt = match app.throttle().begin(&username, meta.from, now) {
         Ok(attempt) => attempt,
         Err(retry_after) => {
-            app.log().log(Event::AuthRateLimited, &username, Some(meta.from), now);
+            app.log()
+                .log(Event::AuthRateLimited, &username, Some(meta.from), now);
             return Err(ApiError::TooManyAttempts { retry_after });
         }
     };
@@ -91,7 +92,8 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let credential = if username.len() <= MAX_USERNAME {
         let source = config.user_source.clone();
         let name = username.clone();
-        app.read(move |store| users::find(&source, store, &name)).await?
+        app.read(move |store| users::find(&source, store, &name))
+            .await?
     } else {
         None
     };
@@ -110,7 +112,8 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
         .await?;
 
     let Some(credential) = credential.filter(|_| accepted) else {
-        app.log().log(Event::AuthFailed, &username, Some(meta.from), unix_now());
+        app.log()
+            .log(Event::AuthFailed, &username, Some(meta.from), unix_now());
         return Err(ApiError::InvalidCredentials);
     };
     app.throttle().succeeded(attempt);
@@ -136,7 +139,8 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
         })
     })
     .await?;
-    app.log().log(Event::AuthSuccess, &username, Some(meta.from), now);
+    app.log()
+        .log(Event::AuthSuccess, &username, Some(meta.from), now);
     Ok(tokens_response(&pair, config.access_ttl))
 }
 
@@ -160,11 +164,14 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     // was opened with; otherwise the session ends here.
     let source = config.user_source.clone();
     let name = username.clone();
-    let credential: Option<Credential> = app.read(move |store| users::find(&source, store, &name)).await?;
+    let credential: Option<Credential> = app
+        .read(move |store| users::find(&source, store, &name))
+        .await?;
     let current = credential.filter(|c| !c.disabled);
     let session_tag = {
         let sid = sid.clone();
-        app.read(move |store| Ok(store.session(&sid)?.map(|s| s.cred_tag))).await?
+        app.read(move |store| Ok(store.session(&sid)?.map(|s| s.cred_tag)))
+            .await?
     };
     let valid_user = match (&current, &session_tag) {
         (Some(c), Some(tag)) => c.tag(&key) == *tag,
@@ -177,7 +184,8 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
             RevokeReason::CredentialsChanged
         };
         let sid = sid.clone();
-        app.write(move |store| store.revoke_session(&sid, reason, now)).await?;
+        app.write(move |store| store.revoke_session(&sid, reason, now))
+            .await?;
         return Err(ApiError::RefreshInvalid);
     }
     let Some(credential) = current else {
@@ -195,7 +203,8 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     match rotation {
         Rotation::Rotated(_) => Ok(tokens_response(&pair, config.access_ttl)),
         Rotation::ReuseDetected => {
-            app.log().log(Event::RefreshReuse, &username, Some(meta.from), now);
+            app.log()
+                .log(Event::RefreshReuse, &username, Some(meta.from), now);
             Err(ApiError::RefreshInvalid)
         }
         Rotation::Invalid => Err(ApiError::RefreshInvalid),
@@ -218,7 +227,8 @@ pub async fn logout(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     if !revoked {
         return Err(ApiError::LogoutUnauthorized);
     }
-    app.log().log(Event::Logout, claims.username, Some(meta.from), now);
+    app.log()
+        .log(Event::Logout, claims.username, Some(meta.from), now);
 
     #[derive(Serialize)]
     struct LoggedOut {
@@ -308,7 +318,11 @@ async fn decode<'b>(
         .read(move |store| store.session_active(&sid))
         .await
         .map_err(|_| TokenError::Revoked)?;
-    if active { Ok(claims) } else { Err(TokenError::Revoked) }
+    if active {
+        Ok(claims)
+    } else {
+        Err(TokenError::Revoked)
+    }
 }
 
 fn tokens_response(pair: &tokens::Pair, expires_in: i64) -> Response {

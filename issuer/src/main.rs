@@ -83,7 +83,9 @@ fn run(args: Args) -> Result<()> {
                 .build()?;
             return runtime.block_on(serve::serve(config, args.config));
         }
-        Command::User(UserCommand::Add { username, role }) => admin::user_add(&config, &username, &role)?,
+        Command::User(UserCommand::Add { username, role }) => {
+            admin::user_add(&config, &username, &role)?
+        }
         Command::User(UserCommand::Passwd { username }) => admin::user_passwd(&config, &username)?,
         Command::User(UserCommand::Disable { username }) => {
             admin::user_set_disabled(&config, &username, true)?

@@ -6,14 +6,14 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use warp::Filter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
-use warp::Filter;
 
+use crate::ApiError;
 use crate::error::recover;
 use crate::handlers::{self, Meta};
 use crate::state::App;
-use crate::ApiError;
 
 /// Login bodies are two short strings; anything bigger is refused unread.
 pub const MAX_LOGIN_BODY: u64 = 8 * 1024;
@@ -55,16 +55,28 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .and(warp::get())
         .then(handlers::health);
 
-    base.and(login.or(refresh).unify().or(logout).unify().or(profile).unify().or(health).unify())
-        .recover(recover)
-        .unify()
+    base.and(
+        login
+            .or(refresh)
+            .unify()
+            .or(logout)
+            .unify()
+            .or(profile)
+            .unify()
+            .or(health)
+            .unify(),
+    )
+    .recover(recover)
+    .unify()
 }
 
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-fn with_app(app: &Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone + use<> {
+fn with_app(
+    app: &Arc<App>,
+) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone + use<> {
     let app = Arc::clone(app);
     warp::any().map(move || Arc::clone(&app))
 }

@@ -74,7 +74,9 @@ async fn housekeeping(app: Arc<App>) {
         let now = unix_now();
         app.throttle().prune_all(now);
         let grace = PURGE_GRACE + app.config().leeway;
-        if let Ok(purged) = app.write(move |store| store.purge_expired(now, grace)).await
+        if let Ok(purged) = app
+            .write(move |store| store.purge_expired(now, grace))
+            .await
             && purged > 0
         {
             eprintln!("softphone-issuer: purged {purged} expired session(s)");

@@ -161,7 +161,9 @@ where
     F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
 {
     let joined = tokio::task::spawn_blocking(move || {
-        let mut guard = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
     })
     .await;

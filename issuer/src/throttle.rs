@@ -119,7 +119,9 @@ impl Throttle {
         let Ok(mut tables) = self.tables.lock() else {
             return;
         };
-        tables.pairs.remove(&(attempt.username.clone(), attempt.from));
+        tables
+            .pairs
+            .remove(&(attempt.username.clone(), attempt.from));
         if let Some(user) = tables.users.get_mut(&attempt.username)
             && let Some(at) = user.failures.iter().rposition(|&t| t == attempt.at)
         {
@@ -153,11 +155,15 @@ fn evict(tables: &mut Tables, since: i64) {
     // Still too many: a flood of distinct names. Forget arbitrary entries rather
     // than grow without bound; the per-user ceiling still slows what remains.
     while tables.pairs.len() > MAX_ENTRIES {
-        let Some(key) = tables.pairs.keys().next().cloned() else { break };
+        let Some(key) = tables.pairs.keys().next().cloned() else {
+            break;
+        };
         tables.pairs.remove(&key);
     }
     while tables.users.len() > MAX_ENTRIES {
-        let Some(key) = tables.users.keys().next().cloned() else { break };
+        let Some(key) = tables.users.keys().next().cloned() else {
+            break;
+        };
         tables.users.remove(&key);
     }
 }

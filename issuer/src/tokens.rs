@@ -29,7 +29,13 @@ pub fn random_id() -> Result<String, ApiError> {
 }
 
 /// Mints a new pair for `user` in session `sid`.
-pub fn mint(key: &Key, config: &Config, user: &User, sid: &str, now: i64) -> Result<Pair, ApiError> {
+pub fn mint(
+    key: &Key,
+    config: &Config,
+    user: &User,
+    sid: &str,
+    now: i64,
+) -> Result<Pair, ApiError> {
     let sub = u64::try_from(user.id).map_err(|_| ApiError::Internal)?;
     let access_jti = random_id()?;
     let refresh_jti = random_id()?;

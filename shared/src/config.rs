@@ -151,8 +151,12 @@ impl Config {
             None => UserSource::Builtin,
         };
         let config = Config {
-            key_file: raw.key_file.unwrap_or_else(|| data_dir.join("db/secret.key")),
-            database: raw.database.unwrap_or_else(|| data_dir.join("db/softphone.db")),
+            key_file: raw
+                .key_file
+                .unwrap_or_else(|| data_dir.join("db/secret.key")),
+            database: raw
+                .database
+                .unwrap_or_else(|| data_dir.join("db/softphone.db")),
             log_dir: raw.log_dir.unwrap_or_else(|| data_dir.join("log")),
             issuer_listen: addr("issuer_listen", raw.issuer_listen, "127.0.0.1:8081")?,
             verifier_listen: addr("verifier_listen", raw.verifier_listen, "127.0.0.1:8082")?,
@@ -242,12 +246,32 @@ fn apply_env(raw: &mut Raw, env: &HashMap<String, String>) -> Result<()> {
     set(env, "SOFTPHONE_LEEWAY", &mut raw.leeway)?;
     set(env, "SOFTPHONE_USER_SOURCE", &mut raw.user_source)?;
     set(env, "SOFTPHONE_SYSLOG", &mut raw.syslog)?;
-    set(env, "SOFTPHONE_PBKDF2_ITERATIONS", &mut raw.pbkdf2_iterations)?;
-    set(env, "SOFTPHONE_LOGIN_CONCURRENCY", &mut raw.login_concurrency)?;
-    set(env, "SOFTPHONE_LOGIN_MAX_FAILURES", &mut raw.login_max_failures)?;
+    set(
+        env,
+        "SOFTPHONE_PBKDF2_ITERATIONS",
+        &mut raw.pbkdf2_iterations,
+    )?;
+    set(
+        env,
+        "SOFTPHONE_LOGIN_CONCURRENCY",
+        &mut raw.login_concurrency,
+    )?;
+    set(
+        env,
+        "SOFTPHONE_LOGIN_MAX_FAILURES",
+        &mut raw.login_max_failures,
+    )?;
     set(env, "SOFTPHONE_LOGIN_WINDOW", &mut raw.login_window)?;
-    set(env, "SOFTPHONE_LOGIN_USER_CEILING", &mut raw.login_user_ceiling)?;
-    set(env, "SOFTPHONE_LOGIN_USER_INTERVAL", &mut raw.login_user_interval)?;
+    set(
+        env,
+        "SOFTPHONE_LOGIN_USER_CEILING",
+        &mut raw.login_user_ceiling,
+    )?;
+    set(
+        env,
+        "SOFTPHONE_LOGIN_USER_INTERVAL",
+        &mut raw.login_user_interval,
+    )?;
     Ok(())
 }
 
@@ -267,7 +291,10 @@ mod tests {
         let c = Config::load_with_env(None, &env(&[])).unwrap();
         assert_eq!(c.key_file, PathBuf::from("var/db/secret.key"));
         assert_eq!(c.database, PathBuf::from("var/db/softphone.db"));
-        assert_eq!((c.access_ttl, c.refresh_ttl, c.leeway), (3600, 2_592_000, 30));
+        assert_eq!(
+            (c.access_ttl, c.refresh_ttl, c.leeway),
+            (3600, 2_592_000, 30)
+        );
         assert_eq!(c.user_source, UserSource::Builtin);
         assert_eq!((c.login_max_failures, c.login_window), (5, 900));
     }
@@ -280,13 +307,19 @@ mod tests {
         std::fs::write(&file, "data_dir = \"/srv/a\"\naccess_ttl = 60\n").unwrap();
         let c = Config::load_with_env(
             Some(&file),
-            &env(&[("SOFTPHONE_DATA", "/srv/b"), ("SOFTPHONE_USER_SOURCE", "mikopbx:/cf/conf/mikopbx.db")]),
+            &env(&[
+                ("SOFTPHONE_DATA", "/srv/b"),
+                ("SOFTPHONE_USER_SOURCE", "mikopbx:/cf/conf/mikopbx.db"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/b"));
         assert_eq!(c.key_file, PathBuf::from("/srv/b/db/secret.key"));
         assert_eq!(c.access_ttl, 60);
-        assert_eq!(c.user_source, UserSource::MikoPbx("/cf/conf/mikopbx.db".into()));
+        assert_eq!(
+            c.user_source,
+            UserSource::MikoPbx("/cf/conf/mikopbx.db".into())
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -296,8 +329,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bad.toml");
         std::fs::write(&file, "acces_ttl = 60\n").unwrap();
-        let msg = Config::load_with_env(Some(&file), &env(&[])).unwrap_err().to_string();
-        assert!(msg.contains("bad.toml") && msg.contains("acces_ttl"), "{msg}");
+        let msg = Config::load_with_env(Some(&file), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("bad.toml") && msg.contains("acces_ttl"),
+            "{msg}"
+        );
 
         let msg = Config::load_with_env(None, &env(&[("SOFTPHONE_LEEWAY", "lots")]))
             .unwrap_err()

@@ -112,7 +112,9 @@ fn map(file: &File) -> std::io::Result<MmapMut> {
     // truncated below FILE_LEN by us, and we only access it through atomics.
     #[allow(unsafe_code)]
     unsafe {
-        memmap2::MmapOptions::new().len(FILE_LEN as usize).map_mut(file)
+        memmap2::MmapOptions::new()
+            .len(FILE_LEN as usize)
+            .map_mut(file)
     }
 }
 

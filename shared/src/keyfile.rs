@@ -74,7 +74,8 @@ pub fn load_or_create(path: &Path) -> Result<Key> {
 
 /// Loads an existing key file; refuses empty, short or unreadable files.
 pub fn load(path: &Path) -> Result<Key> {
-    let text = fs::read_to_string(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?;
+    let text =
+        fs::read_to_string(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?;
     if text.trim().is_empty() {
         return Err(key_error(path, "file is empty".into()));
     }
@@ -199,7 +200,10 @@ mod tests {
         let path = dir.join("secret.key");
         for bad in ["", "   \n", "0123456789abcdef0123456789abcde"] {
             fs::write(&path, bad).ok();
-            let err = load_or_create(&path).map(|_| ()).err().map(|e| e.to_string());
+            let err = load_or_create(&path)
+                .map(|_| ())
+                .err()
+                .map(|e| e.to_string());
             let msg = err.unwrap_or_default();
             assert!(msg.contains(&path.display().to_string()), "{msg}");
         }

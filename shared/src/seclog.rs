@@ -68,7 +68,9 @@ pub struct SecurityLog {
 
 impl std::fmt::Debug for SecurityLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecurityLog").field("path", &self.path).finish()
+        f.debug_struct("SecurityLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -100,7 +102,10 @@ impl SecurityLog {
             match syslog::unix(formatter) {
                 Ok(logger) => Some(logger),
                 Err(e) => {
-                    eprintln!("security log: syslog unavailable ({e}); writing to {} only", path.display());
+                    eprintln!(
+                        "security log: syslog unavailable ({e}); writing to {} only",
+                        path.display()
+                    );
                     None
                 }
             }
@@ -201,7 +206,13 @@ fn open_append(path: &Path) -> Result<File> {
 }
 
 /// Builds one line, newline included.
-pub fn format_line(event: Event, reason: &str, user: &str, from: Option<IpAddr>, now: i64) -> String {
+pub fn format_line(
+    event: Event,
+    reason: &str,
+    user: &str,
+    from: Option<IpAddr>,
+    now: i64,
+) -> String {
     let mut line = String::with_capacity(128);
     line.push('[');
     line.push_str(event.tag());
@@ -254,8 +265,10 @@ fn escape_into(out: &mut String, text: &str) {
 /// `YYYY-MM-DD HH:MM:SS` in UTC.
 pub fn timestamp(now: i64) -> String {
     let when = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    when.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
-        .unwrap_or_else(|_| "-".to_owned())
+    when.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]"
+    ))
+    .unwrap_or_else(|_| "-".to_owned())
 }
 
 #[cfg(test)]
@@ -313,7 +326,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), RATE_LIMIT_PER_SECOND as usize + 2);
         assert!(lines[RATE_LIMIT_PER_SECOND as usize].contains("80 more events suppressed"));
-        assert!(lines[0].starts_with("[MEDIA_ACCESS_DENIED] Media access denied (expired) for user: 201 | From: - | Time: "));
+        assert!(lines[0].starts_with(
+            "[MEDIA_ACCESS_DENIED] Media access denied (expired) for user: 201 | From: - | Time: "
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

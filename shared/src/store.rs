@@ -429,7 +429,13 @@ impl Store {
 
     // ----- built-in users --------------------------------------------------------
 
-    pub fn add_user(&mut self, username: &str, password_hash: &str, role: &str, now: i64) -> Result<i64> {
+    pub fn add_user(
+        &mut self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<i64> {
         let inserted = self.conn.execute(
             "INSERT INTO users (username, password_hash, role, created, updated)
              VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (username) DO NOTHING",

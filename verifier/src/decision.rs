@@ -150,15 +150,28 @@ impl Verifier {
         match self.revocations.is_revoked(claims.sid, now) {
             Ok(false) => {}
             Ok(true) => {
-                return self.deny(head, DenyReason::Token(TokenError::Revoked), claims.username, now);
+                return self.deny(
+                    head,
+                    DenyReason::Token(TokenError::Revoked),
+                    claims.username,
+                    now,
+                );
             }
             Err(_) => return self.deny(head, DenyReason::StoreUnavailable, claims.username, now),
         }
         if claims.kind != TokenType::Access {
-            self.note(head, DenyReason::Token(TokenError::WrongType), claims.username, now);
+            self.note(
+                head,
+                DenyReason::Token(TokenError::WrongType),
+                claims.username,
+                now,
+            );
             return Decision::Forbidden;
         }
-        match self.identities.get(claims.sub, claims.username, claims.role) {
+        match self
+            .identities
+            .get(claims.sub, claims.username, claims.role)
+        {
             Some(identity) => Decision::Allow(identity),
             None => self.deny(head, DenyReason::Identity, "", now),
         }

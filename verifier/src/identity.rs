@@ -54,7 +54,13 @@ impl Identities {
     }
 
     #[cold]
-    fn insert(&self, key: &[u8], sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
+    fn insert(
+        &self,
+        key: &[u8],
+        sub: u64,
+        username: &str,
+        role: &str,
+    ) -> Option<&'static Identity> {
         let mut map = self.map.write().ok()?;
         if let Some(found) = map.get(key) {
             return Some(found);

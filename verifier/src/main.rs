@@ -109,6 +109,8 @@ fn spawn_maintenance_thread(verifier: Arc<Verifier>) {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("softphone-verifier: no maintenance thread ({e}); revocations still work per request");
+        eprintln!(
+            "softphone-verifier: no maintenance thread ({e}); revocations still work per request"
+        );
     }
 }

@@ -38,7 +38,8 @@ pub fn write(decision: Decision, rsp: &mut Response<'_>) {
                 .header(NO_STORE);
         }
         Decision::Health => {
-            rsp.header(JSON).body("{\"success\":true,\"status\":\"ok\"}");
+            rsp.header(JSON)
+                .body("{\"success\":true,\"status\":\"ok\"}");
         }
         Decision::NotFound => {
             rsp.status_code(404, "Not Found")

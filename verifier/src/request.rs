@@ -107,9 +107,12 @@ impl TokenBuf {
                 state = buf.offer(raw, query);
             }
         };
-        for query in [query_of(head.target.as_bytes()), head.original_uri.and_then(query_of)]
-            .into_iter()
-            .flatten()
+        for query in [
+            query_of(head.target.as_bytes()),
+            head.original_uri.and_then(query_of),
+        ]
+        .into_iter()
+        .flatten()
         {
             for name in [&b"authorization"[..], b"token"] {
                 for value in params(query, name) {
@@ -256,36 +259,66 @@ mod tests {
         assert_eq!(find("/auth", &[("Authorization", b"Bearer abc")]), "abc");
         assert_eq!(find("/auth", &[("authorization", b"BEARER abc")]), "abc");
         assert_eq!(find("/auth", &[("Authorization", b"abc")]), "abc");
-        assert_eq!(find("/auth", &[("X-Original-URI", b"/media/x.mp3?token=abc")]), "abc");
+        assert_eq!(
+            find("/auth", &[("X-Original-URI", b"/media/x.mp3?token=abc")]),
+            "abc"
+        );
         assert_eq!(find("/auth", &[]), "none");
-        assert_eq!(find("/auth?token=", &[("Authorization", b"Bearer")]), "none");
+        assert_eq!(
+            find("/auth?token=", &[("Authorization", b"Bearer")]),
+            "none"
+        );
     }
 
     #[test]
     fn the_same_token_twice_is_fine_two_different_ones_are_not() {
         assert_eq!(
-            find("/auth?token=abc", &[("Authorization", b"Bearer abc"), ("X-Original-URI", b"/x?authorization=abc")]),
+            find(
+                "/auth?token=abc",
+                &[
+                    ("Authorization", b"Bearer abc"),
+                    ("X-Original-URI", b"/x?authorization=abc")
+                ]
+            ),
             "abc"
         );
-        assert_eq!(find("/auth?token=abc", &[("Authorization", b"Bearer abd")]), "conflict");
+        assert_eq!(
+            find("/auth?token=abc", &[("Authorization", b"Bearer abd")]),
+            "conflict"
+        );
         assert_eq!(find("/auth?token=abc&token=abd", &[]), "conflict");
         assert_eq!(find("/auth?authorization=abc&token=abd", &[]), "conflict");
         assert_eq!(
-            find("/auth", &[("Authorization", b"Bearer abc"), ("Authorization", b"Bearer abd")]),
+            find(
+                "/auth",
+                &[
+                    ("Authorization", b"Bearer abc"),
+                    ("Authorization", b"Bearer abd")
+                ]
+            ),
             "conflict"
         );
         assert_eq!(find("/auth", &[("X-Original-URI", b"/x?token=abd")]), "abd");
-        assert_eq!(find("/auth?token=abc", &[("X-Original-URI", b"/x?token=abd")]), "conflict");
+        assert_eq!(
+            find("/auth?token=abc", &[("X-Original-URI", b"/x?token=abd")]),
+            "conflict"
+        );
     }
 
     #[test]
     fn odd_spacing_and_bad_bytes_are_not_repaired() {
         // Not a single space after the scheme: kept whole, so it fails verification.
-        assert_eq!(find("/auth", &[("Authorization", b"Bearer\tabc")]), "Bearer\tabc");
+        assert_eq!(
+            find("/auth", &[("Authorization", b"Bearer\tabc")]),
+            "Bearer\tabc"
+        );
         assert_eq!(find("/auth", &[("Authorization", b"Bearer  abc")]), " abc");
         assert_eq!(find("/auth?token=%zz", &[]), "unreadable");
         assert_eq!(find("/auth?token=%4", &[]), "unreadable");
-        assert_eq!(find("/auth", &[("Authorization", b"Bearer \xff\xfe")]), "unreadable");
+        assert_eq!(
+            find("/auth", &[("Authorization", b"Bearer \xff\xfe")]),
+            "unreadable"
+        );
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(find(&format!("/auth?token={long}"), &[]), "unreadable");
     }

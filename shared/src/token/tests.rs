@@ -48,9 +48,7 @@ fn craft(header: &str, payload: &str) -> String {
 }
 
 fn payload_with(field: &str) -> String {
-    format!(
-        r#"{{"sub":7,"username":"201","role":"user","iat":{IAT},{field},"sid":"s","jti":"j"}}"#
-    )
+    format!(r#"{{"sub":7,"username":"201","role":"user","iat":{IAT},{field},"sid":"s","jti":"j"}}"#)
 }
 
 fn check(token: &str) -> Result<(), TokenError> {
@@ -100,11 +98,16 @@ fn one_changed_character_anywhere_is_rejected() {
             }
             bytes[i] = replacement;
             let token = String::from_utf8_lossy(&bytes).into_owned();
-            assert!(check(&token).is_err(), "position {i} -> {}", replacement as char);
+            assert!(
+                check(&token).is_err(),
+                "position {i} -> {}",
+                replacement as char
+            );
         }
     }
     // And a wrong key.
-    let other = Key::from_text("0000000000000000000000000000000000000000000000000000000000000000").unwrap();
+    let other =
+        Key::from_text("0000000000000000000000000000000000000000000000000000000000000000").unwrap();
     let mut buf = [0u8; PAYLOAD_BUF];
     assert_eq!(
         decode(OURS, &other, at(IAT), &mut buf).unwrap_err(),
@@ -115,7 +118,9 @@ fn one_changed_character_anywhere_is_rejected() {
 #[test]
 fn only_hs256_is_accepted() {
     let payload = payload_with(&format!(r#""exp":{EXP},"type":"access""#));
-    for alg in ["none", "None", "NONE", "nOnE", "HS512", "HS384", "RS256", "ES256", "hs256", "HS256 ", ""] {
+    for alg in [
+        "none", "None", "NONE", "nOnE", "HS512", "HS384", "RS256", "ES256", "hs256", "HS256 ", "",
+    ] {
         let token = craft(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#), &payload);
         assert_eq!(check(&token), Err(TokenError::BadAlgorithm), "alg {alg:?}");
     }
@@ -143,15 +148,24 @@ fn dangerous_or_unknown_header_fields_are_rejected() {
         r#","x5c":["AA"]"#,
         r#","alg":"HS256""#,
     ] {
-        let token = craft(&format!(r#"{{"alg":"HS256","typ":"JWT"{extra}}}"#), &payload);
+        let token = craft(
+            &format!(r#"{{"alg":"HS256","typ":"JWT"{extra}}}"#),
+            &payload,
+        );
         assert_eq!(check(&token), Err(TokenError::BadHeader), "{extra}");
     }
     let token = craft(r#"{"alg":"HS256","kid":"../../etc/passwd"}"#, &payload);
     assert_eq!(check(&token), Err(TokenError::UnknownKey));
-    let token = craft(&format!(r#"{{"alg":"HS256","kid":"{}"}}"#, key().kid()), &payload);
+    let token = craft(
+        &format!(r#"{{"alg":"HS256","kid":"{}"}}"#, key().kid()),
+        &payload,
+    );
     assert_eq!(check(&token), Ok(()));
     for not_a_header in ["[]", "\"HS256\"", "{", "null"] {
-        assert!(check(&craft(not_a_header, &payload)).is_err(), "{not_a_header}");
+        assert!(
+            check(&craft(not_a_header, &payload)).is_err(),
+            "{not_a_header}"
+        );
     }
 }
 
@@ -164,19 +178,27 @@ fn claims_must_have_the_right_types() {
         (r#""exp":[1795777200],"type":"access""#, "exp array"),
         (r#""exp":18446744073709551616,"type":"access""#, "exp 2^64"),
         (r#""type":"access""#, "exp missing"),
-        (r#""exp":1795777200,"nbf":"0","type":"access""#, "nbf as string"),
+        (
+            r#""exp":1795777200,"nbf":"0","type":"access""#,
+            "nbf as string",
+        ),
         (r#""exp":1795777200,"type":"ACCESS""#, "type uppercase"),
         (r#""exp":1795777200,"type":" access""#, "type padded"),
         (r#""exp":1795777200,"type":["access"]"#, "type array"),
         (r#""exp":1795777200"#, "type missing"),
-        (r#""exp":1795777200,"type":"access","exp":1795777200"#, "exp twice"),
+        (
+            r#""exp":1795777200,"type":"access","exp":1795777200"#,
+            "exp twice",
+        ),
     ] {
         let token = craft(r#"{"alg":"HS256","typ":"JWT"}"#, &payload_with(field));
         assert_eq!(check(&token), Err(TokenError::BadClaims), "{why}");
     }
     let token = craft(
         r#"{"alg":"HS256","typ":"JWT"}"#,
-        &format!(r#"{{"sub":"7","username":"201","role":"user","iat":1,"exp":{EXP},"type":"access","sid":"s","jti":"j"}}"#),
+        &format!(
+            r#"{{"sub":"7","username":"201","role":"user","iat":1,"exp":{EXP},"type":"access","sid":"s","jti":"j"}}"#
+        ),
     );
     assert_eq!(check(&token), Err(TokenError::BadClaims), "sub as string");
 }
@@ -191,7 +213,10 @@ fn expiry_and_not_before_edges_are_exact_with_leeway() {
     );
     let with_nbf = craft(
         r#"{"alg":"HS256","typ":"JWT"}"#,
-        &payload_with(&format!(r#""exp":{EXP},"nbf":{},"type":"access""#, IAT + 100)),
+        &payload_with(&format!(
+            r#""exp":{EXP},"nbf":{},"type":"access""#,
+            IAT + 100
+        )),
     );
     assert_eq!(
         decode(&with_nbf, &key(), at(IAT + 69), &mut buf).unwrap_err(),
@@ -245,12 +270,18 @@ fn structure_must_be_three_canonical_unpadded_segments() {
         (format!("{h}=.{p}.{s}"), "padded header"),
         (format!("{h}.{p}=.{s}"), "padded payload"),
         (format!("{h}.{p}.{s}="), "padded signature"),
-        (format!("{h}.{p}.{}", &s[..s.len() - 1]), "signature truncated"),
+        (
+            format!("{h}.{p}.{}", &s[..s.len() - 1]),
+            "signature truncated",
+        ),
         (format!("{h}.{p}."), "signature empty"),
         (format!(".{p}.{s}"), "header empty"),
         (format!("{h}..{s}"), "payload empty"),
         (format!("{h}.{p}.{s} "), "trailing space"),
-        (format!("{}.{p}.{s}", h.replace('J', "+")), "standard alphabet"),
+        (
+            format!("{}.{p}.{s}", h.replace('J', "+")),
+            "standard alphabet",
+        ),
         ("a".repeat(MAX_TOKEN_LEN + 1), "too long"),
         (String::new(), "empty"),
     ] {
@@ -265,7 +296,10 @@ fn non_canonical_trailing_bits_are_rejected() {
     let (h, rest) = OURS.split_once('.').unwrap();
     let (p, s) = rest.split_once('.').unwrap();
     for (segment, rebuild) in [
-        (p, Box::new(|x: &str| format!("{h}.{x}.{s}")) as Box<dyn Fn(&str) -> String>),
+        (
+            p,
+            Box::new(|x: &str| format!("{h}.{x}.{s}")) as Box<dyn Fn(&str) -> String>,
+        ),
         (s, Box::new(|x: &str| format!("{h}.{p}.{x}"))),
     ] {
         assert_ne!(segment.len() % 4, 0);

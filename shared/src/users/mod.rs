@@ -10,10 +10,10 @@ pub mod mikopbx;
 
 use ring::hmac;
 
+use crate::Result;
 use crate::config::UserSource;
 use crate::keyfile::Key;
 use crate::store::Store;
-use crate::Result;
 
 /// Who a token is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,326 @@
+//! Test fixtures shared by the integration tests of every crate: a temporary data
+//! directory, free loopback ports, the real daemons started as child processes
+//! (and killed on drop), a raw HTTP/1.1 client for exact bytes on the wire, and a
+//! MikoPBX fixture database.
+//!
+//! Test code: failing loudly (panicking) is the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod http;
+pub mod mikopbx;
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use http::{Response, request, send_raw};
+
+pub const BASE: &str = "/pbxcore/api/module-softphone-backend/v1";
+pub const CHECK: &str = "/pbxcore/api/module-softphone-backend/v1/check-media-access";
+
+/// A directory under the system temp dir, removed on drop when the test passed.
+pub struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "softphone-test-{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.path);
+        } else {
+            eprintln!("test data kept in {}", self.path.display());
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where the workspace's binaries are: `SOFTPHONE_BIN_DIR`, or the target
+/// directory this test binary was built into (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SOFTPHONE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    deps.parent().unwrap().to_path_buf()
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo test --workspace` builds every binary)",
+        path.display()
+    );
+    path
+}
+
+/// How to start the daemons.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra `SOFTPHONE_*` variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn with(mut self, name: &str, value: &str) -> Options {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// The issuer and the verifier, running on free ports over one data directory.
+pub struct Daemons {
+    pub dir: TestDir,
+    pub issuer: SocketAddr,
+    pub verifier: SocketAddr,
+    options: Options,
+    issuer_child: Option<Child>,
+    verifier_child: Option<Child>,
+}
+
+impl Daemons {
+    pub fn start(name: &str) -> Daemons {
+        Daemons::start_with(name, Options::default())
+    }
+
+    pub fn start_with(name: &str, options: Options) -> Daemons {
+        let dir = TestDir::new(name);
+        let mut daemons = Daemons {
+            issuer: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            verifier: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            options,
+            issuer_child: None,
+            verifier_child: None,
+        };
+        daemons.start_issuer();
+        daemons.start_verifier();
+        daemons
+    }
+
+    /// The environment every command of this fixture runs with.
+    pub fn command(&self, binary_name: &str) -> Command {
+        let mut cmd = Command::new(binary(binary_name));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SOFTPHONE_DATA", self.data_dir())
+            .env("SOFTPHONE_ISSUER_LISTEN", self.issuer.to_string())
+            .env("SOFTPHONE_VERIFIER_LISTEN", self.verifier.to_string());
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir().join("log")
+    }
+
+    fn spawn(&self, binary_name: &str, stderr_name: &str) -> Child {
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(stderr_name))
+            .unwrap();
+        self.command(binary_name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn start_issuer(&mut self) {
+        self.issuer_child = Some(self.spawn("softphone-issuer", "issuer.stderr"));
+        wait_healthy(
+            self.issuer,
+            &format!("{BASE}/health"),
+            self.issuer_child.as_mut().unwrap(),
+        );
+    }
+
+    pub fn start_verifier(&mut self) {
+        self.verifier_child = Some(self.spawn("softphone-verifier", "verifier.stderr"));
+        wait_healthy(
+            self.verifier,
+            "/health",
+            self.verifier_child.as_mut().unwrap(),
+        );
+    }
+
+    pub fn issuer_child(&mut self) -> &mut Child {
+        self.issuer_child.as_mut().unwrap()
+    }
+
+    pub fn verifier_child(&mut self) -> &mut Child {
+        self.verifier_child.as_mut().unwrap()
+    }
+
+    /// Runs `softphone-issuer <args>` with `stdin` and returns (success, stdout+stderr).
+    pub fn admin(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        let mut child = self
+            .command("softphone-issuer")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    pub fn add_user(&self, username: &str, password: &str) {
+        let (ok, out) = self.admin(&["user", "add", username], &format!("{password}\n"));
+        assert!(ok, "user add failed: {out}");
+    }
+
+    /// POST login; returns the response.
+    pub fn login(&self, username: &str, password: &str) -> Response {
+        let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
+        request(
+            self.issuer,
+            "POST",
+            &format!("{BASE}/auth/login"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// Logs in and returns (access, refresh), asserting success.
+    pub fn tokens(&self, username: &str, password: &str) -> (String, String) {
+        let r = self.login(username, password);
+        assert_eq!(r.status, 200, "login failed: {}", r.text());
+        (r.json_str("access_token"), r.json_str("refresh_token"))
+    }
+
+    pub fn issuer_get(&self, path: &str, bearer: Option<&str>) -> Response {
+        self.issuer_call("GET", path, bearer)
+    }
+
+    pub fn issuer_post(&self, path: &str, bearer: Option<&str>) -> Response {
+        self.issuer_call("POST", path, bearer)
+    }
+
+    fn issuer_call(&self, method: &str, path: &str, bearer: Option<&str>) -> Response {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(self.issuer, method, &format!("{BASE}{path}"), &headers, b"")
+    }
+
+    /// GET on the verifier's check path with a bearer header.
+    pub fn check(&self, bearer: Option<&str>) -> Response {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(self.verifier, "GET", CHECK, &headers, b"")
+    }
+
+    /// Every log file the daemons wrote, concatenated.
+    pub fn all_logs(&self) -> String {
+        let mut text = String::new();
+        for path in [
+            self.log_dir().join("security.log"),
+            self.dir.path().join("issuer.stderr"),
+            self.dir.path().join("verifier.stderr"),
+        ] {
+            text.push_str(&fs::read_to_string(path).unwrap_or_default());
+        }
+        text
+    }
+
+    /// Asserts that no token, no given secret and not the key appear in any log.
+    pub fn assert_logs_clean(&self, secrets: &[&str]) {
+        let logs = self.all_logs();
+        let key = fs::read_to_string(self.data_dir().join("db/secret.key")).unwrap();
+        assert!(!logs.contains("eyJ"), "a token reached a log:\n{logs}");
+        assert!(!logs.contains(key.trim()), "the key reached a log");
+        for secret in secrets {
+            assert!(!logs.contains(secret), "a secret reached a log: {secret}");
+        }
+    }
+
+    pub fn stop(&mut self) {
+        for child in [self.issuer_child.take(), self.verifier_child.take()]
+            .into_iter()
+            .flatten()
+        {
+            kill(child);
+        }
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `path` until it answers 200, or fails with the daemon's stderr.
+pub fn wait_healthy(addr: SocketAddr, path: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon on {addr} exited during start-up: {status}");
+        }
+        if let Ok(r) = http::try_request(addr, "GET", path, &[], b"")
+            && r.status == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon on {addr} did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
