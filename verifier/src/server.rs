@@ -22,33 +22,49 @@ pub struct Service {
 impl HttpService for Service {
     fn call(&mut self, req: Request<'_, '_, '_>, rsp: &mut Response<'_>) -> io::Result<()> {
         let mut head = Head::new(req.path());
-        let mut drain = None;
+        let mut framing = Framing::default();
         for header in req.headers() {
             head.header(header.name, header.value);
-            if header.name.eq_ignore_ascii_case("content-length") && drain.is_none() {
-                drain = Some(drainable_length(header.value));
-            }
+            framing.header(header.name, header.value);
         }
         let decision = self.verifier.decide(&head, unix_now());
-        if head.has_body {
-            // nginx never sends us a body. Read a small, well-formed one away so the
-            // next request parses cleanly; anything else is left for the parser,
-            // which drops the connection on garbage.
-            if let Some(Some(_)) = drain {
-                let _ = io::copy(&mut req.body().take(MAX_DRAIN as u64), &mut io::sink());
-            }
+        if framing.drainable() {
+            // nginx never sends us a body. Read a small, unambiguous one away so
+            // the next request on this connection parses cleanly; anything else is
+            // left to the parser, which drops the connection on garbage.
+            let _ = io::copy(&mut req.body().take(MAX_DRAIN as u64), &mut io::sink());
         }
         reply::write(decision, rsp);
         Ok(())
     }
 }
 
-/// `Some(n)` when `Content-Length` is a plain decimal no larger than [`MAX_DRAIN`]:
-/// may_minihttp's own body reader panics on anything it cannot parse, so it is
-/// only called for values we checked the same way.
-fn drainable_length(value: &[u8]) -> Option<usize> {
-    let n: usize = std::str::from_utf8(value).ok()?.parse().ok()?;
-    (n <= MAX_DRAIN).then_some(n)
+/// How the request says its body is framed.
+#[derive(Default)]
+struct Framing {
+    content_lengths: usize,
+    length: Option<usize>,
+    chunked: bool,
+}
+
+impl Framing {
+    fn header(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("content-length") {
+            self.content_lengths += 1;
+            self.length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.chunked = true;
+        }
+    }
+
+    /// One plain decimal `Content-Length` in 1..=[`MAX_DRAIN`] and no
+    /// `Transfer-Encoding`. may_minihttp's body reader panics on a length it cannot
+    /// parse, so it is only called for a value we parsed the same way.
+    fn drainable(&self) -> bool {
+        self.content_lengths == 1
+            && !self.chunked
+            && self.length.is_some_and(|n| (1..=MAX_DRAIN).contains(&n))
+    }
 }
 
 pub struct Factory {

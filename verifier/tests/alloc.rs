@@ -1,0 +1,148 @@
+//! No heap allocation per verified request: a counting global allocator around a
+//! real verifier (revocation checking on) serving ≥ 10 000 keep-alive requests
+//! with a valid token. Its own test binary because the allocator counts the whole
+//! process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use softphone_shared::keyfile;
+use softphone_shared::store::{NewSession, RevokeReason, Store};
+use softphone_shared::token::{self, Claims, TokenType};
+use softphone_shared::unix_now;
+use softphone_testkit::{CHECK, TestDir, free_port};
+use softphone_verifier::decision::Verifier;
+use softphone_verifier::revocations::Revocations;
+use softphone_verifier::server;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const REQUESTS: u64 = 20_000;
+
+/// Sends one request and reads its answer without allocating; returns the status.
+fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut [u8; 4096]) -> u16 {
+    stream.write_all(request).unwrap();
+    let mut len = 0;
+    loop {
+        let n = stream.read(&mut buf[len..]).unwrap();
+        assert!(n > 0, "connection closed");
+        len += n;
+        // Our answers have empty bodies: a response ends with its head.
+        if buf[..len].ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let status = std::str::from_utf8(&buf[9..12]).unwrap();
+    status.parse().unwrap()
+}
+
+#[test]
+fn a_valid_token_costs_no_allocation_per_request() {
+    let dir = TestDir::new("alloc");
+    let key_path = dir.path().join("db/secret.key");
+    let db_path = dir.path().join("db/softphone.db");
+    let key = keyfile::load_or_create(&key_path).unwrap();
+    let now = unix_now();
+    let mut store = Store::open(&db_path).unwrap();
+    for (sid, revoked) in [("live-session", false), ("dead-session", true)] {
+        store
+            .create_session(&NewSession {
+                sid,
+                user_id: 7,
+                username: "201",
+                role: "user",
+                cred_tag: "t",
+                created: now,
+                expires: now + 3600,
+                refresh_jti: "r",
+            })
+            .unwrap();
+        if revoked {
+            store
+                .revoke_session(sid, RevokeReason::Logout, now)
+                .unwrap();
+        }
+    }
+    let claims = |sid| Claims {
+        sub: 7,
+        username: "201",
+        role: "user",
+        iat: now,
+        exp: now + 3600,
+        kind: TokenType::Access,
+        sid,
+        jti: "jti",
+        nbf: None,
+    };
+    let valid = token::sign(&claims("live-session"), &key);
+    let revoked = token::sign(&claims("dead-session"), &key);
+
+    let revocations = Revocations::open(&db_path, now, 30).unwrap();
+    assert_eq!(revocations.len(), 1, "revocation checking is on");
+    let verifier = Arc::new(Verifier::new(key, key_path, 30, revocations, None));
+    may::config().set_workers(1).set_stack_size(0x2000);
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _server = server::start(verifier, addr).unwrap();
+
+    let mut stream = loop {
+        if let Ok(s) = TcpStream::connect(addr) {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    stream.set_nodelay(true).unwrap();
+    let request =
+        format!("GET {CHECK} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {valid}\r\n\r\n")
+            .into_bytes();
+    let refused =
+        format!("GET {CHECK} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {revoked}\r\n\r\n")
+            .into_bytes();
+    let mut buf = [0u8; 4096];
+    assert_eq!(
+        round_trip(&mut stream, &refused, &mut buf),
+        401,
+        "revoked sessions are refused"
+    );
+    // Warm up: the identity is interned once, buffers reach their size.
+    for _ in 0..1000 {
+        assert_eq!(round_trip(&mut stream, &request, &mut buf), 200);
+    }
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..REQUESTS {
+        assert_eq!(round_trip(&mut stream, &request, &mut buf), 200);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let per_request = allocations as f64 / REQUESTS as f64;
+    eprintln!("{allocations} allocations over {REQUESTS} requests: {per_request:.4} per request");
+    assert!(per_request < 0.05, "{per_request} allocations per request");
+}

@@ -1,0 +1,144 @@
+//! Hostile requests straight into the verifier: never a 5xx, never a crash, and the
+//! next valid request still works.
+
+use std::time::Duration;
+
+use softphone_testkit::http::{Conn, build};
+use softphone_testkit::{CHECK, Daemons, send_raw};
+
+use crate::logged_in;
+
+/// The verifier answers health and a valid token, and its process is alive.
+fn assert_still_serving(d: &mut Daemons, access: &str) {
+    assert!(
+        d.verifier_child().try_wait().unwrap().is_none(),
+        "verifier died"
+    );
+    assert_eq!(d.check(Some(access)).status, 200);
+}
+
+/// Sends `bytes`; a response, if any, must not be a 5xx.
+fn no_server_error(d: &Daemons, bytes: &[u8]) -> Option<u16> {
+    match send_raw(d.verifier, bytes) {
+        Ok(r) => {
+            assert!(r.status < 500, "got {}", r.status);
+            Some(r.status)
+        }
+        // may_minihttp drops a connection it cannot parse: no answer, no 5xx.
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn oversized_and_malformed_heads() {
+    let (mut d, access, _) = logged_in("hostile-heads");
+    let bearer = format!("Bearer {access}");
+
+    // A 1 MB header value: read, then refused as an unreadable token.
+    let huge = "a".repeat(1024 * 1024);
+    let status = no_server_error(&d, &build("GET", CHECK, &[("Authorization", &huge)], b""));
+    assert_eq!(status, Some(401));
+
+    // 30 headers (may_minihttp parses 16): the connection is dropped, nothing else.
+    let many: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("X-Extra-{i}"), "1".to_owned()))
+        .collect();
+    let mut headers: Vec<(&str, &str)> =
+        many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    headers.push(("Authorization", &bearer));
+    no_server_error(&d, &build("GET", CHECK, &headers, b""));
+
+    // Garbage, negative and duplicated Content-Length: refused, never parsed as a body.
+    for values in [
+        vec!["abc"],
+        vec!["-1"],
+        vec!["5", "6"],
+        vec!["99999999999999999999999"],
+    ] {
+        let mut h = vec![("Authorization", bearer.as_str())];
+        h.extend(values.iter().map(|v| ("Content-Length", *v)));
+        assert_eq!(
+            no_server_error(&d, &build("GET", CHECK, &h, b"")),
+            Some(401),
+            "{values:?}"
+        );
+    }
+
+    // Non-UTF-8 bytes in a header value and in the target.
+    let mut bytes = format!("GET {CHECK} HTTP/1.1\r\nAuthorization: Bearer ").into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe\xfd\r\n\r\n");
+    assert_eq!(no_server_error(&d, &bytes), Some(401));
+    let mut bytes = b"GET /auth?token=\xff\xfe HTTP/1.1\r\n\r\n".to_vec();
+    bytes.extend_from_slice(format!("Authorization: {bearer}\r\n\r\n").as_bytes());
+    no_server_error(&d, &bytes);
+    no_server_error(&d, b"\x00\x01\x02garbage\r\n\r\n");
+    no_server_error(&d, b"GET\r\n\r\n");
+
+    assert_still_serving(&mut d, &access);
+}
+
+#[test]
+fn a_pipeline_of_mixed_requests_is_answered_in_order() {
+    let (mut d, access, refresh) = logged_in("pipeline");
+    let cases = [
+        (format!("Bearer {access}"), 200),
+        (format!("Bearer {refresh}"), 403),
+        ("Bearer invalid_token".to_owned(), 401),
+        (String::new(), 401),
+    ];
+    let mut bytes = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..100 {
+        let (auth, status) = &cases[i % cases.len()];
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", auth)]
+        };
+        bytes.extend(build("GET", CHECK, &headers, b""));
+        expected.push(*status);
+    }
+    let mut conn = Conn::open(d.verifier).unwrap();
+    conn.send(&bytes).unwrap();
+    let got: Vec<u16> = (0..100)
+        .map(|_| conn.read_response().unwrap().status)
+        .collect();
+    assert_eq!(got, expected);
+
+    // A request with a small body is read past, so the next one on the connection
+    // is understood.
+    let mut conn = Conn::open(d.verifier).unwrap();
+    let auth = format!("Bearer {access}");
+    conn.send(&build("POST", CHECK, &[("Authorization", &auth)], b"hello"))
+        .unwrap();
+    assert_eq!(conn.read_response().unwrap().status, 401);
+    conn.send(&build("GET", CHECK, &[("Authorization", &auth)], b""))
+        .unwrap();
+    assert_eq!(conn.read_response().unwrap().status, 200);
+
+    // A head that stops half-way leaves others unaffected.
+    let mut stalled = Conn::open(d.verifier).unwrap();
+    stalled
+        .send(b"GET /auth HTTP/1.1\r\nAuthorization: Bea")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_still_serving(&mut d, &access);
+}
+
+#[test]
+fn unknown_paths_are_404_and_health_answers() {
+    let (d, access, _) = logged_in("verifier-paths");
+    let r = softphone_testkit::request(d.verifier, "GET", "/nope", &[], b"");
+    assert_eq!(r.status, 404);
+    let r = softphone_testkit::request(
+        d.verifier,
+        "GET",
+        &format!("/pbxcore/x?token={access}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    let r = softphone_testkit::request(d.verifier, "GET", "/health", &[], b"");
+    assert_eq!(r.status, 200);
+    d.assert_logs_clean(&[crate::PASSWORD, &access]);
+}

@@ -1,0 +1,67 @@
+//! SIGHUP reloads the key (and reopens logs); SIGTERM stops cleanly.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{PASSWORD, USER, logged_in};
+
+fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_loads_a_new_key_and_sigterm_exits_zero() {
+    let (mut d, old_access, _) = logged_in("signals");
+    let key_path = d.data_dir().join("db/secret.key");
+    std::fs::write(&key_path, "f".repeat(64)).unwrap();
+
+    // A broken key file on SIGHUP keeps the running key.
+    let verifier_pid = d.verifier_child().id();
+    std::fs::write(&key_path, "short").unwrap();
+    signal(verifier_pid, "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.check(Some(&old_access)).status, 200);
+
+    std::fs::write(&key_path, "f".repeat(64)).unwrap();
+    let issuer_pid = d.issuer_child().id();
+    signal(verifier_pid, "HUP");
+    signal(issuer_pid, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.check(Some(&old_access)).status != 401 {
+        assert!(Instant::now() < deadline, "verifier kept the old key");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new_access = loop {
+        let (access, _) = d.tokens(USER, PASSWORD);
+        if d.check(Some(&access)).status == 200 {
+            break access;
+        }
+        assert!(Instant::now() < deadline, "issuer kept the old key");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(d.issuer_get("/profile", Some(&new_access)).status, 200);
+
+    signal(verifier_pid, "TERM");
+    assert!(wait_exit(d.verifier_child()).success());
+    signal(issuer_pid, "TERM");
+    assert!(wait_exit(d.issuer_child()).success());
+    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    assert!(stderr.contains("keeping the old key"), "{stderr}");
+    d.assert_logs_clean(&[PASSWORD]);
+}
