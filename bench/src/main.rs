@@ -3,5 +3,8 @@
 //! workspace layout is final.
 
 fn main() {
-    println!("softphone-bench {}: no scenarios yet", env!("CARGO_PKG_VERSION"));
+    println!(
+        "softphone-bench {}: no scenarios yet",
+        env!("CARGO_PKG_VERSION")
+    );
 }

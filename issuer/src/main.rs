@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use softphone_issuer::{Result, admin, serve};
+use softphone_issuer::{Result, admin, nginx, serve};
 use softphone_shared::config::Config;
 
 /// Login, refresh, logout, profile and health for softphone apps.
@@ -28,6 +28,42 @@ enum Command {
     /// Inspect and revoke sessions
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Print the nginx configuration, rendered from deploy/nginx/*.in
+    NginxConfig(NginxArgs),
+}
+
+#[derive(clap::Args)]
+struct NginxArgs {
+    /// main: a whole nginx.conf; site: a server for sites-enabled/;
+    /// upstreams / locations: the two halves for an existing server (MikoPBX)
+    #[arg(value_enum)]
+    form: NginxForm,
+    /// The server's `listen` (site and main)
+    #[arg(long, default_value = "8080")]
+    listen: String,
+    /// Directory served under /pbxcore/softphone/recordings/
+    #[arg(long, default_value = "/var/spool/asterisk/monitor")]
+    recordings: PathBuf,
+    /// Upstream URL of /pbxcore/softphone/ws (Asterisk's WebSocket)
+    #[arg(long, default_value = "http://127.0.0.1:8088/asterisk/ws")]
+    ws_upstream: String,
+    /// Access log path (the log format masks query strings)
+    #[arg(long, default_value = "/var/log/nginx/softphone-access.log")]
+    access_log: String,
+    /// nginx prefix for pid, error log and temp files (main)
+    #[arg(long, default_value = "/var/lib/softphone-backend/nginx")]
+    prefix: PathBuf,
+    /// worker_processes (main)
+    #[arg(long, default_value = "auto")]
+    workers: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NginxForm {
+    Main,
+    Site,
+    Upstreams,
+    Locations,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +132,25 @@ fn run(args: Args) -> Result<()> {
         Command::User(UserCommand::List) => admin::user_list(&config)?,
         Command::User(UserCommand::Count) => admin::user_count(&config)?.to_string(),
         Command::Session(SessionCommand::List) => admin::session_list(&config)?,
+        Command::NginxConfig(a) => {
+            let form = match a.form {
+                NginxForm::Main => nginx::Form::Main,
+                NginxForm::Site => nginx::Form::Site,
+                NginxForm::Upstreams => nginx::Form::Upstreams,
+                NginxForm::Locations => nginx::Form::Locations,
+            };
+            let params = nginx::Params {
+                listen: a.listen,
+                recordings: a.recordings,
+                ws_upstream: a.ws_upstream,
+                access_log: a.access_log,
+                prefix: a.prefix,
+                workers: a.workers,
+                ..nginx::Params::new(&config)
+            };
+            print!("{}", nginx::render(form, &params)?);
+            return Ok(());
+        }
         Command::Session(SessionCommand::Revoke { user, sid }) => {
             admin::session_revoke(&config, user.as_deref(), sid.as_deref())?
         }

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod mikopbx;
+pub mod nginx;
 
 use std::fs;
 use std::io::Write;

@@ -1,0 +1,140 @@
+//! Media files and the verifier's public check through nginx.
+
+use softphone_testkit::{BASE, request};
+
+use crate::{PASSWORD, USER, assert_no_secrets, stack};
+
+const MEDIA: &str = "/pbxcore/softphone/recordings";
+
+#[test]
+fn recordings_need_a_valid_access_token() {
+    let (d, nginx) = stack("media", "http://127.0.0.1:9/");
+    let audio = b"ID3\x03\x00fake mp3 bytes";
+    std::fs::write(nginx.recordings.join("call-1.mp3"), audio).unwrap();
+    std::fs::write(nginx.recordings.join("shell.php"), b"<?php echo 1;").unwrap();
+    let (access, refresh) = d.tokens(USER, PASSWORD);
+    let get = |path: &str, headers: &[(&str, &str)]| request(nginx.addr, "GET", path, headers, b"");
+    let bearer = format!("Bearer {access}");
+
+    let r = get(
+        &format!("{MEDIA}/call-1.mp3"),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, audio);
+    assert_eq!(r.header("Content-Type"), Some("audio/mpeg"));
+    assert_eq!(r.header("Cache-Control"), Some("private, max-age=3600"));
+    let r = get(&format!("{MEDIA}/call-1.mp3?token={access}"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, audio);
+
+    assert_eq!(get(&format!("{MEDIA}/call-1.mp3"), &[]).status, 401);
+    assert_eq!(
+        get(&format!("{MEDIA}/call-1.mp3?token=invalid_token"), &[]).status,
+        401
+    );
+    assert_eq!(
+        get(&format!("{MEDIA}/call-1.mp3?token={refresh}"), &[]).status,
+        403
+    );
+    // Scripts are never run or sent; missing files are 404 only to valid tokens.
+    assert_eq!(
+        get(&format!("{MEDIA}/shell.php?token={access}"), &[]).status,
+        403
+    );
+    assert_eq!(
+        get(&format!("{MEDIA}/missing.mp3?token={access}"), &[]).status,
+        404
+    );
+    assert_eq!(get(&format!("{MEDIA}/missing.mp3"), &[]).status, 401);
+    let r = get(
+        &format!("{MEDIA}/../../../../etc/passwd?token={access}"),
+        &[],
+    );
+    assert!(!r.text().contains("root:"), "traversal");
+
+    // 30 extra headers on the way in: nginx passes only the token to the verifier.
+    let extra: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("X-Extra-{i}"), "1".into()))
+        .collect();
+    let mut headers: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(get(&format!("{MEDIA}/call-1.mp3"), &headers).status, 401);
+    headers.push(("Authorization", &bearer));
+    assert_eq!(get(&format!("{MEDIA}/call-1.mp3"), &headers).status, 200);
+    assert_eq!(
+        get(&format!("{BASE}/check-media-access"), &headers).status,
+        200
+    );
+    let profile = get(&format!("{BASE}/profile"), &headers);
+    assert_eq!(profile.status, 200, "{}", profile.text());
+
+    // After logout: refused at once.
+    assert_eq!(
+        request(
+            nginx.addr,
+            "POST",
+            &format!("{BASE}/auth/logout"),
+            &[("Authorization", &bearer)],
+            b""
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        get(&format!("{MEDIA}/call-1.mp3?token={access}"), &[]).status,
+        401
+    );
+    assert_eq!(
+        get(
+            &format!("{MEDIA}/call-1.mp3"),
+            &[("Authorization", &bearer)]
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        get(&format!("{BASE}/check-media-access?token={access}"), &[]).status,
+        401
+    );
+    assert_no_secrets(&d, &nginx, &[&access, &refresh]);
+}
+
+#[test]
+fn the_api_through_nginx_keeps_the_contract() {
+    let (d, nginx) = stack("api-front", "http://127.0.0.1:9/");
+    let r = request(nginx.addr, "GET", &format!("{BASE}/nope"), &[], b"");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error(), "Not found");
+    let r = request(nginx.addr, "GET", &format!("{BASE}/auth/login"), &[], b"");
+    assert_eq!(r.status, 405);
+    // nginx passes the client's address; the security log records it.
+    let r = request(
+        nginx.addr,
+        "POST",
+        &format!("{BASE}/auth/login"),
+        &[("Content-Type", "application/json")],
+        br#"{"username":"201","password":"wrong"}"#,
+    );
+    assert_eq!(r.status, 401);
+    let log = std::fs::read_to_string(d.log_dir().join("security.log")).unwrap();
+    assert!(
+        log.contains("[AUTH_FAILED] Failed login attempt for user: 201 | From: 127.0.0.1"),
+        "{log}"
+    );
+    let r = request(
+        nginx.addr,
+        "GET",
+        &format!("{BASE}/check-media-access"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some(r#"Bearer realm="softphone""#)
+    );
+    assert_no_secrets(&d, &nginx, &[]);
+}

@@ -1,0 +1,163 @@
+//! The real nginx (Debian's, with nchan) in front of [`Daemons`], configured by
+//! rendering our deploy templates for temporary ports and directories. Fails
+//! loudly when nginx or nchan is missing: `deploy/test.sh` installs them.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{BASE, Daemons, free_port, http};
+
+pub struct Nginx {
+    pub addr: SocketAddr,
+    pub prefix: PathBuf,
+    pub recordings: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    /// Starts nginx for `daemons`, serving `recordings` and proxying the WebSocket
+    /// location to `ws_upstream`.
+    pub fn start(daemons: &Daemons, ws_upstream: &str) -> Nginx {
+        let nginx = which("nginx").unwrap_or_else(|| {
+            panic!("nginx is not installed: run deploy/test.sh, which installs nginx and libnginx-mod-nchan")
+        });
+        let prefix = daemons.dir.path().join("nginx");
+        let recordings = daemons.dir.path().join("recordings");
+        fs::create_dir_all(&prefix).unwrap();
+        fs::create_dir_all(&recordings).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (ok, conf) = daemons.admin(
+            &[
+                "nginx-config",
+                "main",
+                "--listen",
+                &addr.to_string(),
+                "--prefix",
+                prefix.to_str().unwrap(),
+                "--recordings",
+                recordings.to_str().unwrap(),
+                "--access-log",
+                prefix.join("access.log").to_str().unwrap(),
+                "--ws-upstream",
+                ws_upstream,
+                "--workers",
+                "1",
+            ],
+            "",
+        );
+        assert!(ok, "nginx-config failed: {conf}");
+        let conf_path = prefix.join("nginx.conf");
+        fs::write(&conf_path, conf).unwrap();
+
+        let args = |extra: &[&str]| {
+            let mut a = vec![
+                "-p".to_owned(),
+                prefix.display().to_string(),
+                "-c".to_owned(),
+                conf_path.display().to_string(),
+                "-e".to_owned(),
+                prefix.join("error.log").display().to_string(),
+            ];
+            a.extend(extra.iter().map(|s| (*s).to_owned()));
+            a
+        };
+        let test = Command::new(&nginx)
+            .args(args(&["-t", "-q"]))
+            .output()
+            .unwrap();
+        assert!(
+            test.status.success(),
+            "nginx -t failed (is libnginx-mod-nchan installed? deploy/test.sh installs it):\n{}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+        let child = Command::new(&nginx)
+            .args(args(&[]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx {
+            addr,
+            prefix,
+            recordings,
+            child: Some(child),
+        };
+        nginx.wait_ready();
+        nginx
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "nginx exited during start-up ({status}):\n{}",
+                    self.error_log()
+                );
+            }
+            if let Ok(r) = http::try_request(self.addr, "GET", &format!("{BASE}/health"), &[], b"")
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not come up:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.prefix.join("access.log")).unwrap_or_default()
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default()
+    }
+
+    /// Stops nginx the graceful way (SIGQUIT to the master), so no worker is left.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
