@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test of softphone-backend: unit, integration (the real daemons on
-# loopback) and end-to-end. Installs what the tests need when it is missing.
+# Runs every test of softphone-backend: unit tests, integration tests of the real
+# daemons on loopback, and end-to-end tests through the real nginx + nchan.
+# Installs what the tests need (nginx, libnginx-mod-nchan, curl, fail2ban) when it
+# is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=deploy/lib.sh
+. deploy/lib.sh
 
 if ! command -v cargo >/dev/null; then
     echo "test.sh: cargo is missing; install a Rust toolchain first" >&2
     exit 1
 fi
+ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd
 
 cargo test --workspace --locked

@@ -100,11 +100,13 @@ impl App {
                 notes.push(format!("{name} changed: takes effect after a restart"));
             }
         }
+        // Reopen the log first: logrotate's SIGHUP must work even when the new
+        // config or key turns out to be broken.
+        self.log.reopen()?;
         let key = keyfile::load(&new.key_file)?;
         if let Ok(mut slot) = self.key.write() {
             *slot = Arc::new(key);
         }
-        self.log.reopen()?;
         let limits = Limits::from_config(&new);
         let mut effective = new;
         effective.issuer_listen = old.issuer_listen;

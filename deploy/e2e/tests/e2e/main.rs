@@ -4,6 +4,7 @@
 
 mod front;
 mod nchan;
+mod ops;
 mod seed;
 mod websocket;
 
