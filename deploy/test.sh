@@ -14,4 +14,9 @@ if ! command -v cargo >/dev/null; then
 fi
 ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd
 
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line over all test binaries (cargo prints one per binary).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
