@@ -259,26 +259,10 @@ impl Store {
     pub fn session(&self, sid: &str) -> Result<Option<Session>> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT sid, user_id, username, role, cred_tag, created, expires, generation,
-                        refresh_cur, refresh_prev, revoked_seq IS NOT NULL
-                 FROM sessions WHERE sid = ?1",
-            )?
-            .query_row([sid], |r| {
-                Ok(Session {
-                    sid: r.get(0)?,
-                    user_id: r.get(1)?,
-                    username: r.get(2)?,
-                    role: r.get(3)?,
-                    cred_tag: r.get(4)?,
-                    created: r.get(5)?,
-                    expires: r.get(6)?,
-                    generation: r.get(7)?,
-                    refresh_cur: r.get(8)?,
-                    refresh_prev: r.get(9)?,
-                    revoked: r.get(10)?,
-                })
-            })
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = ?1"
+            ))?
+            .query_row([sid], session_row)
             .optional()?)
     }
 
@@ -385,19 +369,14 @@ impl Store {
 
     /// Active (unrevoked, unexpired) sessions, for admin listing and sweeps.
     pub fn active_sessions(&self, now: i64) -> Result<Vec<Session>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT sid FROM sessions WHERE revoked_seq IS NULL AND expires >= ?1 ORDER BY created",
-        )?;
-        let sids: Vec<String> = stmt
-            .query_map([now], |r| r.get(0))?
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE revoked_seq IS NULL AND expires >= ?1 ORDER BY created"
+        ))?;
+        let rows = stmt
+            .query_map([now], session_row)?
             .collect::<rusqlite::Result<_>>()?;
-        let mut out = Vec::with_capacity(sids.len());
-        for sid in sids {
-            if let Some(s) = self.session(&sid)? {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        Ok(rows)
     }
 
     /// Deletes sessions that expired more than `grace` seconds ago. Their tokens
@@ -550,6 +529,26 @@ fn revoke_in(
          WHERE {filter} AND revoked_seq IS NULL"
     );
     Ok(tx.execute(&sql, params![value[0], seq, now, reason.as_str()])?)
+}
+
+const SESSION_COLUMNS: &str =
+    "sid, user_id, username, role, cred_tag, created, expires, generation,
+     refresh_cur, refresh_prev, revoked_seq IS NOT NULL";
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        sid: r.get(0)?,
+        user_id: r.get(1)?,
+        username: r.get(2)?,
+        role: r.get(3)?,
+        cred_tag: r.get(4)?,
+        created: r.get(5)?,
+        expires: r.get(6)?,
+        generation: r.get(7)?,
+        refresh_cur: r.get(8)?,
+        refresh_prev: r.get(9)?,
+        revoked: r.get(10)?,
+    })
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {

@@ -2,7 +2,7 @@
 
 use softphone_testkit::{BASE, request};
 
-use crate::{PASSWORD, USER, assert_no_secrets, stack};
+use crate::{PASSWORD, USER, assert_no_secrets, logout, stack};
 
 const MEDIA: &str = "/pbxcore/softphone/recordings";
 
@@ -72,17 +72,7 @@ fn recordings_need_a_valid_access_token() {
     assert_eq!(profile.status, 200, "{}", profile.text());
 
     // After logout: refused at once.
-    assert_eq!(
-        request(
-            nginx.addr,
-            "POST",
-            &format!("{BASE}/auth/logout"),
-            &[("Authorization", &bearer)],
-            b""
-        )
-        .status,
-        200
-    );
+    logout(&nginx, &access);
     assert_eq!(
         get(&format!("{MEDIA}/call-1.mp3?token={access}"), &[]).status,
         401

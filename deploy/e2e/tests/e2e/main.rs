@@ -23,6 +23,19 @@ pub fn stack(name: &str, ws_upstream: &str) -> (Daemons, Nginx) {
     (d, nginx)
 }
 
+/// Logs out through nginx, asserting the 200.
+pub fn logout(nginx: &Nginx, access: &str) {
+    let bearer = format!("Bearer {access}");
+    let r = softphone_testkit::request(
+        nginx.addr,
+        "POST",
+        &format!("{}/auth/logout", softphone_testkit::BASE),
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// Asserts nginx's logs and the daemons' logs hold no token and no password.
 pub fn assert_no_secrets(d: &Daemons, nginx: &Nginx, tokens: &[&str]) {
     let access = nginx.access_log();

@@ -6,7 +6,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use softphone_testkit::http::read_head;
 use softphone_testkit::{BASE, request};
+
+use crate::logout;
 
 use crate::{PASSWORD, USER, assert_no_secrets, stack};
 
@@ -38,13 +41,8 @@ fn event_source(addr: std::net::SocketAddr, channel: &str, token: &str) -> (u16,
         "GET {BASE}/sub/{channel}{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let status = String::from_utf8_lossy(&head)[9..12].parse().unwrap();
+    let head = read_head(&mut stream);
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, stream)
 }
 
@@ -146,18 +144,7 @@ fn subscribers_need_an_access_token_and_get_published_messages() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
 
     // After logout, a new subscription with the old token is refused.
-    let bearer = format!("Bearer {access}");
-    assert_eq!(
-        request(
-            nginx.addr,
-            "POST",
-            &format!("{BASE}/auth/logout"),
-            &[("Authorization", &bearer)],
-            b""
-        )
-        .status,
-        200
-    );
+    logout(&nginx, &access);
     assert_eq!(event_source(nginx.addr, "users-state", &access).0, 401);
     assert_no_secrets(&d, &nginx, &[&access, &refresh]);
 }

@@ -6,6 +6,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use softphone_testkit::http::read_head;
+
 use crate::{PASSWORD, USER, assert_no_secrets, stack};
 
 /// A one-connection upstream: answers the upgrade with 101, reports the request
@@ -52,13 +54,8 @@ fn upgrade(addr: std::net::SocketAddr, query: &str) -> (TcpStream, String) {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
     )
     .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    (stream, String::from_utf8_lossy(&head).into_owned())
+    let head = read_head(&mut stream);
+    (stream, head)
 }
 
 #[test]
