@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use softphone_testkit::http::read_head;
 use softphone_testkit::{BASE, request};
 
-use crate::logout;
-
-use crate::{PASSWORD, USER, assert_no_secrets, stack};
+use crate::{PASSWORD, USER, assert_no_secrets, logout, stack};
 
 fn publish(addr: std::net::SocketAddr, channel: &str, body: &str) -> u16 {
     request(
