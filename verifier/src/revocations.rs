@@ -31,6 +31,8 @@ pub struct Revocations {
     /// Set when the epoch file was replaced under us: from then on every request
     /// asks SQLite (slower, still correct) until the verifier restarts.
     direct: AtomicBool,
+    /// Reading revocations failed last time (reported once, not per request).
+    failing: AtomicBool,
     revoked: RwLock<HashMap<Box<str>, i64>>,
     reader: Mutex<Reader>,
     db_path: PathBuf,
@@ -56,14 +58,13 @@ impl Revocations {
             synced: AtomicU64::new(epoch.load().wrapping_sub(1)),
             epoch,
             direct: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             revoked: RwLock::new(HashMap::new()),
             reader: Mutex::new(Reader { store, last_seq: 0 }),
             db_path: db_path.to_path_buf(),
             leeway,
         };
-        revocations
-            .sync(now)
-            .map_err(|_| softphone_shared::Error::NotFound("revocations".into()))?;
+        revocations.load_since_last(now, revocations.epoch.load())?;
         Ok(revocations)
     }
 
@@ -86,18 +87,43 @@ impl Revocations {
     /// the query, so anything committed before that bump is in the result.
     #[cold]
     pub fn sync(&self, now: i64) -> Result<(), Unavailable> {
-        let mut reader = self.reader.lock().map_err(|_| Unavailable)?;
         let epoch = self.epoch.load();
+        if epoch == self.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.load_since_last(now, epoch) {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    eprintln!("softphone-verifier: revocations readable again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    eprintln!("softphone-verifier: cannot read revocations, refusing tokens: {e}");
+                }
+                Err(Unavailable)
+            }
+        }
+    }
+
+    fn load_since_last(&self, now: i64, epoch: u64) -> softphone_shared::Result<()> {
+        let mut reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(()); // another worker just did it
         }
         let fresh = reader
             .store
-            .revocations_since(reader.last_seq, now.saturating_sub(self.leeway))
-            .map_err(|_| Unavailable)?;
+            .revocations_since(reader.last_seq, now.saturating_sub(self.leeway))?;
         if let Some(last) = fresh.last() {
             reader.last_seq = last.seq;
-            let mut set = self.revoked.write().map_err(|_| Unavailable)?;
+            let mut set = self
+                .revoked
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             for r in fresh {
                 set.insert(r.sid.into_boxed_str(), r.expires);
             }
