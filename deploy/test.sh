@@ -12,7 +12,7 @@ if ! command -v cargo >/dev/null; then
     echo "test.sh: cargo is missing; install a Rust toolchain first" >&2
     exit 1
 fi
-ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd
+ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -56,6 +56,9 @@ struct NginxArgs {
     /// worker_processes (main)
     #[arg(long, default_value = "auto")]
     workers: String,
+    /// A file of extra server-level directives to include (site and main)
+    #[arg(long)]
+    include: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -146,6 +149,7 @@ fn run(args: Args) -> Result<()> {
                 access_log: a.access_log,
                 prefix: a.prefix,
                 workers: a.workers,
+                include: a.include,
                 ..nginx::Params::new(&config)
             };
             print!("{}", nginx::render(form, &params)?);

@@ -40,6 +40,8 @@ pub struct Params {
     /// nginx prefix for the `main` form: pid, error log, temp directories.
     pub prefix: PathBuf,
     pub workers: String,
+    /// A file of extra server-level directives (the site and main forms include it).
+    pub include: Option<PathBuf>,
 }
 
 impl Params {
@@ -54,6 +56,7 @@ impl Params {
             access_log: "/var/log/nginx/softphone-access.log".into(),
             prefix: "/var/lib/softphone-backend/nginx".into(),
             workers: "auto".into(),
+            include: None,
         }
     }
 }
@@ -74,6 +77,16 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
             return Err(bad(name, "must be an absolute path"));
         }
     }
+    let include = match &p.include {
+        Some(path) => {
+            let text = path
+                .to_str()
+                .ok_or_else(|| bad("include", "is not UTF-8"))?;
+            check_value("include", text)?;
+            format!("    include {text};\n")
+        }
+        None => String::new(),
+    };
     if !(p.ws_upstream.starts_with("http://") || p.ws_upstream.starts_with("https://")) {
         return Err(bad("ws_upstream", "must be an http:// or https:// URL"));
     }
@@ -91,6 +104,7 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
     let upstreams = fill(UPSTREAMS);
     let locations = fill(LOCATIONS);
     let site = fill(SITE)
+        .replace("{{include}}\n", &include)
         .replace("{{upstreams}}", &upstreams)
         .replace("{{locations}}", &indent(&locations, "    "));
     Ok(match form {

@@ -72,8 +72,13 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    deps.parent().unwrap().to_path_buf()
+    let dir = exe.parent().unwrap();
+    // Test binaries live in target/<profile>/deps/, binaries one level up.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn binary(name: &str) -> PathBuf {
@@ -91,6 +96,8 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Options {
     /// Extra `SOFTPHONE_*` variables.
     pub env: Vec<(String, String)>,
+    /// CPUs (a `taskset -c` list) the daemons and nginx run on.
+    pub pin: Option<String>,
 }
 
 impl Options {
@@ -132,7 +139,7 @@ impl Daemons {
 
     /// The environment every command of this fixture runs with.
     pub fn command(&self, binary_name: &str) -> Command {
-        let mut cmd = Command::new(binary(binary_name));
+        let mut cmd = pinned(self.options.pin.as_deref(), &binary(binary_name));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("SOFTPHONE_DATA", self.data_dir())
@@ -270,6 +277,14 @@ impl Daemons {
         text
     }
 
+    /// Process ids of the issuer and the verifier.
+    pub fn pids(&self) -> (u32, u32) {
+        (
+            self.issuer_child.as_ref().map_or(0, Child::id),
+            self.verifier_child.as_ref().map_or(0, Child::id),
+        )
+    }
+
     /// Asserts that no token, no given secret and not the key appear in any log.
     pub fn assert_logs_clean(&self, secrets: &[&str]) {
         let logs = self.all_logs();
@@ -300,6 +315,24 @@ impl Drop for Daemons {
 fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A command for `program`, run under `taskset -c cpus` when pinned.
+pub fn pinned(cpus: Option<&str>, program: &Path) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Daemons {
+    pub fn pin(&self) -> Option<&str> {
+        self.options.pin.as_deref()
+    }
 }
 
 /// Polls `path` until it answers 200, or fails with the daemon's stderr.

@@ -21,6 +21,11 @@ impl Nginx {
     /// Starts nginx for `daemons`, serving `recordings` and proxying the WebSocket
     /// location to `ws_upstream`.
     pub fn start(daemons: &Daemons, ws_upstream: &str) -> Nginx {
+        Nginx::start_with(daemons, ws_upstream, None)
+    }
+
+    /// As [`Nginx::start`], with a file of extra server-level directives.
+    pub fn start_with(daemons: &Daemons, ws_upstream: &str, include: Option<&Path>) -> Nginx {
         let nginx = which("nginx").unwrap_or_else(|| {
             panic!("nginx is not installed: run deploy/test.sh, which installs nginx and libnginx-mod-nchan")
         });
@@ -29,25 +34,30 @@ impl Nginx {
         fs::create_dir_all(&prefix).unwrap();
         fs::create_dir_all(&recordings).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (ok, conf) = daemons.admin(
-            &[
-                "nginx-config",
-                "main",
-                "--listen",
-                &addr.to_string(),
-                "--prefix",
-                prefix.to_str().unwrap(),
-                "--recordings",
-                recordings.to_str().unwrap(),
-                "--access-log",
-                prefix.join("access.log").to_str().unwrap(),
-                "--ws-upstream",
-                ws_upstream,
-                "--workers",
-                "1",
-            ],
-            "",
-        );
+        let mut args: Vec<String> = [
+            "nginx-config",
+            "main",
+            "--listen",
+            &addr.to_string(),
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--recordings",
+            recordings.to_str().unwrap(),
+            "--access-log",
+            prefix.join("access.log").to_str().unwrap(),
+            "--ws-upstream",
+            ws_upstream,
+            "--workers",
+            "1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if let Some(include) = include {
+            args.extend(["--include".to_owned(), include.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, conf) = daemons.admin(&args, "");
         assert!(ok, "nginx-config failed: {conf}");
         let conf_path = prefix.join("nginx.conf");
         fs::write(&conf_path, conf).unwrap();
@@ -73,7 +83,7 @@ impl Nginx {
             "nginx -t failed (is libnginx-mod-nchan installed? deploy/test.sh installs it):\n{}",
             String::from_utf8_lossy(&test.stderr)
         );
-        let child = Command::new(&nginx)
+        let child = crate::pinned(daemons.pin(), &nginx)
             .args(args(&[]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,274 @@
+//! A run's results: rows (one per scenario, with its ratio to a floor measured in
+//! the same run), targets met or not, notes; written as Markdown, JSON and an SVG
+//! chart side by side.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::load::Outcome;
+use crate::suite::Settings;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub description: String,
+    pub floor: Option<String>,
+    pub ratio: Option<f64>,
+    pub requests: u64,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub non_2xx: u64,
+    pub errors: u64,
+    pub unexpected: u64,
+    pub note: Option<String>,
+}
+
+impl Row {
+    pub fn new(scenario: &str, description: &str, floor: Option<(&str, f64)>, o: &Outcome) -> Row {
+        Row {
+            scenario: scenario.into(),
+            description: description.into(),
+            floor: floor.map(|(f, _)| f.into()),
+            ratio: floor.map(|(_, r)| r),
+            requests: o.requests,
+            rate: o.rate(),
+            p50_ms: o.percentile_ms(0.50),
+            p90_ms: o.percentile_ms(0.90),
+            p99_ms: o.percentile_ms(0.99),
+            p999_ms: o.percentile_ms(0.999),
+            non_2xx: o.non_2xx,
+            errors: o.errors,
+            unexpected: o.unexpected,
+            note: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub measured: f64,
+    /// `>= x`, `<= x`, or `None` when only reported.
+    pub bound: Option<String>,
+    pub met: Option<bool>,
+}
+
+impl Target {
+    pub fn at_least(name: &str, measured: f64, min: f64) -> Target {
+        Target {
+            name: name.into(),
+            measured,
+            bound: Some(format!(">= {min}")),
+            met: Some(measured >= min),
+        }
+    }
+    pub fn at_most(name: &str, measured: f64, max: f64) -> Target {
+        Target {
+            name: name.into(),
+            measured,
+            bound: Some(format!("<= {max}")),
+            met: Some(measured <= max),
+        }
+    }
+    pub fn reported(name: &str, measured: f64) -> Target {
+        Target {
+            name: name.into(),
+            measured,
+            bound: None,
+            met: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub started: String,
+    pub machine: String,
+    pub command: String,
+    pub duration_s: f64,
+    pub connections: usize,
+    pub threads: usize,
+    pub pinned: bool,
+    pub rows: Vec<Row>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new(settings: &Settings) -> Report {
+        Report {
+            started: softphone_shared::seclog::timestamp(softphone_shared::unix_now()) + " UTC",
+            machine: machine(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            duration_s: settings.duration.as_secs_f64(),
+            connections: settings.connections,
+            threads: settings.threads,
+            pinned: settings.pin,
+            rows: Vec::new(),
+            targets: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    pub fn target(&mut self, target: Target) {
+        self.targets.push(target);
+    }
+
+    pub fn note(&mut self, note: &str) {
+        self.notes.push(note.into());
+    }
+
+    /// Any request that errored or got an answer other than the expected one.
+    pub fn failures(&self) -> u64 {
+        self.rows.iter().map(|r| r.errors + r.unexpected).sum()
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "Run {} on {}.", self.started, self.machine);
+        let _ = writeln!(
+            md,
+            "{} connections, {} generator thread(s), {:.0} s per scenario, {}.\n",
+            self.connections,
+            self.threads,
+            self.duration_s,
+            if self.pinned {
+                "servers pinned to CPU 0, load generator to CPU 1"
+            } else {
+                "not pinned"
+            }
+        );
+        md.push_str("| scenario | req/s | vs floor | p50 ms | p90 ms | p99 ms | p99.9 ms | non-2xx | errors | wrong |\n");
+        md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            let ratio = match (&r.floor, r.ratio) {
+                (Some(f), Some(x)) => format!("{x:.2}× {f}"),
+                _ => "floor".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} — {}{} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                r.scenario,
+                r.description,
+                r.note
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
+                r.rate,
+                ratio,
+                r.p50_ms,
+                r.p90_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.non_2xx,
+                r.errors,
+                r.unexpected
+            );
+        }
+        md.push_str("\n| target | measured | bound | met |\n|---|---:|---|---|\n");
+        for t in &self.targets {
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {} | {} |",
+                t.name,
+                t.measured,
+                t.bound.as_deref().unwrap_or("reported"),
+                match t.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "-",
+                }
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(md, "\n- {n}");
+        }
+        md
+    }
+
+    /// Horizontal bars of req/s (log scale) with each scenario's p99 beside it.
+    pub fn svg(&self) -> String {
+        let row_h = 26.0;
+        let left = 260.0;
+        let bar_w = 560.0;
+        let width = left + bar_w + 160.0;
+        let height = 60.0 + row_h * self.rows.len() as f64;
+        let max = self.rows.iter().map(|r| r.rate).fold(1.0, f64::max);
+        let scale = |v: f64| (v.max(1.0).log10() / max.log10().max(1.0)) * bar_w;
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">softphone-bench {} — req/s (log scale) and p99 latency</text>\n",
+            escape(&self.started)
+        );
+        for (i, r) in self.rows.iter().enumerate() {
+            let y = 40.0 + row_h * i as f64;
+            let floor = r.floor.is_none();
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n\
+                 <rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\"/>\n\
+                 <text x=\"{:.1}\" y=\"{}\">{:.0} req/s · p99 {:.2} ms{}</text>",
+                left - 8.0,
+                y + 15.0,
+                escape(&r.scenario),
+                y + 3.0,
+                scale(r.rate),
+                row_h - 8.0,
+                if floor { "#9e9e9e" } else { "#1f77b4" },
+                left + scale(r.rate) + 6.0,
+                y + 15.0,
+                r.rate,
+                r.p99_ms,
+                r.ratio.map(|x| format!(" · {x:.2}×")).unwrap_or_default()
+            );
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+
+    /// Writes `<dir>/bench-<stamp>.{md,json,svg}` and returns the Markdown path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let stamp: String = self.started.chars().filter(char::is_ascii_digit).collect();
+        let base = dir.join(format!("bench-{stamp}"));
+        let md = base.with_extension("md");
+        std::fs::write(&md, self.markdown())?;
+        std::fs::write(
+            base.with_extension("json"),
+            serde_json::to_vec_pretty(self).unwrap_or_default(),
+        )?;
+        std::fs::write(base.with_extension("svg"), self.svg())?;
+        Ok(md)
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// CPU model, cores and kernel, for the report's first line.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}

@@ -1,0 +1,72 @@
+//! CI's short run of the whole suite: every scenario for a second against the
+//! real stack (debug builds, so the numbers mean nothing), checking that it
+//! produces its reports without errors or wrong answers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+#[test]
+fn the_suite_runs_every_scenario_and_writes_its_reports() {
+    let out_dir = softphone_testkit::TestDir::new("bench-smoke");
+    let out = Command::new(env!("CARGO_BIN_EXE_softphone-bench"))
+        .args([
+            "suite",
+            "--duration",
+            "1",
+            "--connections",
+            "16",
+            "--strict",
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for scenario in [
+        "verifier-floor",
+        "verifier-valid",
+        "verifier-mix",
+        "media-floor",
+        "media-auth",
+        "nchan-floor",
+        "nchan-auth",
+        "issuer-floor",
+        "issuer-profile",
+        "issuer-refresh",
+        "issuer-login",
+        "issuer-profile-flood",
+        "generator-ours",
+    ] {
+        assert!(
+            stdout.contains(&format!("| {scenario} — ")),
+            "{scenario} missing:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("| requests allowed after their logout's 200 | 0.000 | <= 0 | yes |"),
+        "{stdout}"
+    );
+    let files: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for ext in [".md", ".json", ".svg"] {
+        assert!(
+            files.iter().any(|f| f.ends_with(ext)),
+            "no {ext} in {files:?}"
+        );
+    }
+    let json = files.iter().find(|f| f.ends_with(".json")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join(json)).unwrap()).unwrap();
+    assert!(report["rows"].as_array().unwrap().len() >= 13);
+    assert!(
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["requests"].as_u64().unwrap() > 0)
+    );
+}
