@@ -55,7 +55,7 @@ impl Revocations {
         let store = Store::open_read_only(db_path)?;
         let epoch = Epoch::open(&Epoch::path_for(db_path))?;
         let revocations = Revocations {
-            synced: AtomicU64::new(epoch.load().wrapping_sub(1)),
+            synced: AtomicU64::new(0),
             epoch,
             direct: AtomicBool::new(false),
             failing: AtomicBool::new(false),
@@ -64,7 +64,7 @@ impl Revocations {
             db_path: db_path.to_path_buf(),
             leeway,
         };
-        revocations.load_since_last(now, revocations.epoch.load())?;
+        revocations.load(now, revocations.epoch.load(), true)?;
         Ok(revocations)
     }
 
@@ -91,7 +91,7 @@ impl Revocations {
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(());
         }
-        match self.load_since_last(now, epoch) {
+        match self.load(now, epoch, false) {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     eprintln!("softphone-verifier: revocations readable again");
@@ -107,12 +107,18 @@ impl Revocations {
         }
     }
 
-    fn load_since_last(&self, now: i64, epoch: u64) -> softphone_shared::Result<()> {
+    /// Reads the revocations committed since the last read and records that the
+    /// set is current for `epoch`, which the caller read *before* calling. Unless
+    /// `force`d, it does nothing when another thread already got to `epoch`.
+    ///
+    /// `synced` only ever takes an epoch value read before a completed query:
+    /// any other value (arithmetic on it, say) could equal a bump not yet read.
+    fn load(&self, now: i64, epoch: u64, force: bool) -> softphone_shared::Result<()> {
         let mut reader = self
             .reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if epoch == self.synced.load(Ordering::Acquire) {
+        if !force && epoch == self.synced.load(Ordering::Acquire) {
             return Ok(()); // another worker just did it
         }
         let fresh = reader
@@ -145,9 +151,13 @@ impl Revocations {
                 self.epoch.path().display()
             );
         }
-        // Force a re-read by pretending the epoch moved.
-        self.synced.fetch_add(1, Ordering::AcqRel);
-        let _ = self.sync(now);
+        // Re-read even without a bump: a safety net for rows changed by hand.
+        let epoch = self.epoch.load();
+        if let Err(e) = self.load(now, epoch, true) {
+            if !self.failing.swap(true, Ordering::Relaxed) {
+                eprintln!("softphone-verifier: cannot read revocations, refusing tokens: {e}");
+            }
+        }
     }
 
     fn ask_database(&self, sid: &str) -> Result<bool, Unavailable> {
@@ -166,5 +176,64 @@ impl Revocations {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use softphone_shared::store::{NewSession, RevokeReason};
+
+    use super::*;
+
+    fn session(store: &mut Store, sid: &str, now: i64) {
+        store
+            .create_session(&NewSession {
+                sid,
+                user_id: 1,
+                username: "201",
+                role: "user",
+                cred_tag: "t",
+                created: now,
+                expires: now + 3600,
+                refresh_jti: "r",
+            })
+            .unwrap();
+    }
+
+    /// A revocation committed just before the background upkeep runs must still
+    /// be seen by the next request (a bug once let the upkeep mark the set
+    /// current for a bump it never read, for up to a second).
+    #[test]
+    fn upkeep_never_hides_a_fresh_revocation() {
+        let dir =
+            std::env::temp_dir().join(format!("softphone-revocations-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = dir.join("softphone.db");
+        let now = 1_800_000_000;
+        let mut writer = Store::open(&db).unwrap();
+        for i in 0..50 {
+            session(&mut writer, &format!("s{i}"), now);
+        }
+        let revocations = Revocations::open(&db, now, 30).unwrap();
+        for i in 0..50 {
+            let sid = format!("s{i}");
+            assert!(!revocations.is_revoked(&sid, now).unwrap());
+            writer
+                .revoke_session(&sid, RevokeReason::Logout, now)
+                .unwrap();
+            revocations.maintain(now);
+            assert!(
+                revocations.is_revoked(&sid, now).unwrap(),
+                "revocation of {sid} hidden"
+            );
+        }
+        // And without the upkeep: the epoch alone brings it in.
+        session(&mut writer, "last", now);
+        assert!(!revocations.is_revoked("last", now).unwrap());
+        writer
+            .revoke_session("last", RevokeReason::Logout, now)
+            .unwrap();
+        assert!(revocations.is_revoked("last", now).unwrap());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -23,7 +23,8 @@ pub use http::{Response, request, send_raw};
 pub const BASE: &str = "/pbxcore/api/module-softphone-backend/v1";
 pub const CHECK: &str = "/pbxcore/api/module-softphone-backend/v1/check-media-access";
 
-/// A directory under the system temp dir, removed on drop when the test passed.
+/// A directory under the system temp dir, removed on drop when the test passed
+/// (kept when `SOFTPHONE_KEEP_TEST_DIRS` is set).
 pub struct TestDir {
     path: PathBuf,
 }
@@ -48,7 +49,7 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("SOFTPHONE_KEEP_TEST_DIRS").is_none() {
             let _ = fs::remove_dir_all(&self.path);
         } else {
             eprintln!("test data kept in {}", self.path.display());
