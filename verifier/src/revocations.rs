@@ -91,7 +91,12 @@ impl Revocations {
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(());
         }
-        match self.load(now, epoch, false) {
+        self.noted(self.load(now, epoch, false))
+    }
+
+    /// Reports a failing read once (not per request) and its recovery.
+    fn noted(&self, result: softphone_shared::Result<()>) -> Result<(), Unavailable> {
+        match result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     eprintln!("softphone-verifier: revocations readable again");
@@ -153,11 +158,7 @@ impl Revocations {
         }
         // Re-read even without a bump: a safety net for rows changed by hand.
         let epoch = self.epoch.load();
-        if let Err(e) = self.load(now, epoch, true) {
-            if !self.failing.swap(true, Ordering::Relaxed) {
-                eprintln!("softphone-verifier: cannot read revocations, refusing tokens: {e}");
-            }
-        }
+        let _ = self.noted(self.load(now, epoch, true));
     }
 
     fn ask_database(&self, sid: &str) -> Result<bool, Unavailable> {
