@@ -9,8 +9,9 @@ use softphone_shared::seclog::{Event, SecurityLog};
 use softphone_shared::token::{self, PAYLOAD_BUF, TokenError, TokenType, Validation};
 
 use crate::identity::{Identities, Identity};
-use crate::request::{AUTH_PATH, CHECK_PATH, Found, HEALTH_PATH, Head, TokenBuf};
+use crate::request::{AUTH_PATH, CHECK_PATH, Found, HEALTH_PATH, Head, find_token};
 use crate::revocations::Revocations;
+use softphone_shared::token::MAX_TOKEN_LEN;
 
 /// Why access was refused, for the security log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,22 @@ pub enum Decision {
     /// The verifier's own liveness probe.
     Health,
     NotFound,
+}
+
+/// Per-connection working memory for decisions, made once per connection so no
+/// request zeroes or allocates buffers.
+pub struct Scratch {
+    token: [u8; MAX_TOKEN_LEN],
+    payload: [u8; PAYLOAD_BUF],
+}
+
+impl Scratch {
+    pub fn new() -> Box<Scratch> {
+        Box::new(Scratch {
+            token: [0; MAX_TOKEN_LEN],
+            payload: [0; PAYLOAD_BUF],
+        })
+    }
 }
 
 /// Everything a decision needs, shared by all connections.
@@ -109,7 +126,7 @@ impl Verifier {
     }
 
     /// Decides one request. Never panics, never allocates for a valid token.
-    pub fn decide(&self, head: &Head<'_>, now: i64) -> Decision {
+    pub fn decide(&self, head: &Head<'_>, now: i64, scratch: &mut Scratch) -> Decision {
         let path = head.path();
         if path != CHECK_PATH && path != AUTH_PATH {
             return if path == HEALTH_PATH {
@@ -121,8 +138,11 @@ impl Verifier {
         if head.has_body {
             return self.deny(head, DenyReason::UnexpectedBody, "", now);
         }
-        let mut tokens = TokenBuf::default();
-        let token = match tokens.find(head) {
+        let Scratch {
+            token: token_buf,
+            payload,
+        } = scratch;
+        let token = match find_token(head, token_buf) {
             Found::One(token) => token,
             Found::None => return self.deny(head, DenyReason::NoToken, "", now),
             Found::Conflict => return self.deny(head, DenyReason::Conflict, "", now),
@@ -130,7 +150,6 @@ impl Verifier {
                 return self.deny(head, DenyReason::Token(TokenError::Malformed), "", now);
             }
         };
-        let mut buf = [0u8; PAYLOAD_BUF];
         let verified = match self.key.read() {
             Ok(key) => token::decode(
                 token,
@@ -139,7 +158,7 @@ impl Verifier {
                     now,
                     leeway: self.leeway,
                 },
-                &mut buf,
+                payload,
             ),
             Err(_) => Err(TokenError::BadSignature),
         };

@@ -7,7 +7,6 @@
 //! refused rather than allowed without identity).
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::RwLock;
 
 /// The three header lines sent with a 200.
@@ -16,15 +15,24 @@ pub struct Identity {
     pub user_id: &'static str,
     pub username: &'static str,
     pub role: &'static str,
+    name: &'static str,
+    role_name: &'static str,
 }
 
 /// Far above any PBX's user count.
 pub const MAX_IDENTITIES: usize = 100_000;
-const KEY_BUF: usize = 192;
+
+/// Keyed by user id (cheap to hash); a user id has one identity almost always,
+/// so the list is scanned by comparing strings, with no formatting per request.
+#[derive(Debug, Default)]
+struct Table {
+    by_sub: HashMap<u64, Vec<&'static Identity>>,
+    len: usize,
+}
 
 #[derive(Debug, Default)]
 pub struct Identities {
-    map: RwLock<HashMap<Box<[u8]>, &'static Identity>>,
+    table: RwLock<Table>,
 }
 
 impl Identities {
@@ -35,50 +43,40 @@ impl Identities {
     /// The interned headers for a token's identity; `None` when a field cannot be
     /// a header value or the table is full.
     pub fn get(&self, sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
-        if !header_safe(username) || !header_safe(role) {
-            return None;
-        }
-        let mut buf = [0u8; KEY_BUF];
-        let len = {
-            let mut cursor = &mut buf[..];
-            write!(cursor, "{sub}\0{username}\0{role}").ok()?;
-            KEY_BUF - cursor.len()
-        };
-        let key = &buf[..len];
-        if let Ok(map) = self.map.read()
-            && let Some(found) = map.get(key)
+        if let Ok(table) = self.table.read()
+            && let Some(found) = find(&table, sub, username, role)
         {
             return Some(found);
         }
-        self.insert(key, sub, username, role)
+        self.insert(sub, username, role)
     }
 
     #[cold]
-    fn insert(
-        &self,
-        key: &[u8],
-        sub: u64,
-        username: &str,
-        role: &str,
-    ) -> Option<&'static Identity> {
-        let mut map = self.map.write().ok()?;
-        if let Some(found) = map.get(key) {
+    fn insert(&self, sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
+        if !header_safe(username) || !header_safe(role) {
+            return None;
+        }
+        let mut table = self.table.write().ok()?;
+        if let Some(found) = find(&table, sub, username, role) {
             return Some(found);
         }
-        if map.len() >= MAX_IDENTITIES {
+        if table.len >= MAX_IDENTITIES {
             return None;
         }
         let identity: &'static Identity = Box::leak(Box::new(Identity {
             user_id: leak(format!("X-Softphone-User-Id: {sub}")),
             username: leak(format!("X-Softphone-Username: {username}")),
             role: leak(format!("X-Softphone-Role: {role}")),
+            name: leak(username.to_owned()),
+            role_name: leak(role.to_owned()),
         }));
-        map.insert(key.into(), identity);
+        table.by_sub.entry(sub).or_default().push(identity);
+        table.len += 1;
         Some(identity)
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().map(|m| m.len()).unwrap_or(0)
+        self.table.read().map(|t| t.len).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,13 +84,23 @@ impl Identities {
     }
 }
 
+fn find(table: &Table, sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
+    table
+        .by_sub
+        .get(&sub)?
+        .iter()
+        .copied()
+        .find(|i| i.name == username && i.role_name == role)
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-/// Printable ASCII without spaces: nothing that could end or split a header line.
+/// Printable ASCII without spaces, at most 128 bytes: nothing that could end or
+/// split a header line, or bloat it.
 fn header_safe(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| (0x21..0x7f).contains(&b))
+    (1..=128).contains(&value.len()) && value.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 #[cfg(test)]

@@ -66,104 +66,113 @@ impl<'a> Head<'a> {
 
 /// The outcome of looking for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found<'b> {
+pub enum Found<'r> {
     None,
-    One(&'b str),
-    /// Sources disagree, or one cannot be read (too long, not UTF-8).
+    One(&'r str),
+    /// Sources disagree.
     Conflict,
+    /// A source cannot be read (bad escape, too long, not UTF-8).
     Unreadable,
 }
 
-/// Scratch space for token extraction, kept on the stack by the caller.
-pub struct TokenBuf {
-    token: [u8; MAX_TOKEN_LEN],
-    len: usize,
-    scratch: [u8; MAX_TOKEN_LEN],
-}
+/// Most token sources we compare; more are refused as a conflict.
+const MAX_SOURCES: usize = 8;
 
-impl Default for TokenBuf {
-    fn default() -> Self {
-        TokenBuf {
-            token: [0; MAX_TOKEN_LEN],
-            len: 0,
-            scratch: [0; MAX_TOKEN_LEN],
+/// Finds the token of a request.
+///
+/// The common case (one source, nothing to decode) borrows the token straight
+/// from the request; only a percent-encoded query value is decoded, into
+/// `scratch`, which the caller keeps across requests so nothing is zeroed or
+/// allocated per request.
+pub fn find_token<'r>(head: &Head<'r>, scratch: &'r mut [u8; MAX_TOKEN_LEN]) -> Found<'r> {
+    let mut sources: [(&[u8], bool); MAX_SOURCES] = [(&[], false); MAX_SOURCES];
+    let mut count = 0;
+    let mut add = |raw: &'r [u8], query: bool| {
+        if let Some(slot) = sources.get_mut(count) {
+            *slot = (raw, query);
         }
-    }
-}
-
-enum Offer {
-    Ok,
-    Conflict,
-    Unreadable,
-}
-
-impl TokenBuf {
-    /// Finds the token of a request.
-    pub fn find<'b>(&'b mut self, head: &Head<'_>) -> Found<'b> {
-        self.len = 0;
-        let mut state = Offer::Ok;
-        let mut offer = |buf: &mut TokenBuf, raw: &[u8], query: bool| {
-            if matches!(state, Offer::Ok) {
-                state = buf.offer(raw, query);
-            }
-        };
-        for query in [
-            query_of(head.target.as_bytes()),
-            head.original_uri.and_then(query_of),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            for name in [&b"authorization"[..], b"token"] {
-                for value in params(query, name) {
-                    offer(self, value, true);
-                }
+        count += 1;
+    };
+    for query in [
+        query_of(head.target.as_bytes()),
+        head.original_uri.and_then(query_of),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for name in [&b"authorization"[..], b"token"] {
+            for value in params(query, name) {
+                add(value, true);
             }
         }
-        if head.authorization_count > MAX_AUTH_HEADERS {
-            return Found::Conflict;
-        }
-        for value in head.authorization.iter().flatten() {
-            offer(self, value, false);
-        }
-        match state {
-            Offer::Conflict => Found::Conflict,
-            Offer::Unreadable => Found::Unreadable,
-            Offer::Ok if self.len == 0 => Found::None,
-            Offer::Ok => match std::str::from_utf8(&self.token[..self.len]) {
-                Ok(token) => Found::One(token),
-                Err(_) => Found::Unreadable,
-            },
-        }
+    }
+    if head.authorization_count > MAX_AUTH_HEADERS {
+        return Found::Conflict;
+    }
+    for value in head.authorization.iter().flatten() {
+        add(value, false);
+    }
+    if count > MAX_SOURCES {
+        return Found::Conflict;
     }
 
-    fn offer(&mut self, raw: &[u8], query: bool) -> Offer {
-        let decoded: &[u8] = if query {
-            match percent_decode(raw, &mut self.scratch) {
-                Some(n) => &self.scratch[..n],
-                None => return Offer::Unreadable,
+    // The first source that is not empty is the token; every other must agree.
+    let mut token: Option<&'r [u8]> = None;
+    let mut scratch = Some(scratch);
+    for &(raw, query) in &sources[..count] {
+        let plain = !(query && needs_decoding(raw));
+        let candidate = if plain {
+            strip_scheme(raw)
+        } else if token.is_none() {
+            let Some(buf) = scratch.take() else {
+                return Found::Unreadable;
+            };
+            match percent_decode(raw, buf) {
+                Some(n) => strip_scheme(&buf[..n]),
+                None => return Found::Unreadable,
             }
         } else {
-            raw
+            // A second encoded source: compare without keeping it.
+            match same_when_decoded(raw, token.unwrap_or_default()) {
+                Some(true) => continue,
+                Some(false) => return Found::Conflict,
+                None => return Found::Unreadable,
+            }
         };
-        let token = strip_scheme(decoded);
-        if token.is_empty() {
+        if candidate.is_empty() {
             // An empty value (`?token=`) or a bare "Bearer" counts as no token.
-            return Offer::Ok;
+            continue;
         }
-        if token.len() > MAX_TOKEN_LEN {
-            return Offer::Unreadable;
+        if candidate.len() > MAX_TOKEN_LEN {
+            return Found::Unreadable;
         }
-        if self.len == 0 {
-            self.token[..token.len()].copy_from_slice(token);
-            self.len = token.len();
-            Offer::Ok
-        } else if &self.token[..self.len] == token {
-            Offer::Ok
-        } else {
-            Offer::Conflict
+        match token {
+            None => token = Some(candidate),
+            Some(t) if t == candidate => {}
+            Some(_) => return Found::Conflict,
         }
     }
+    match token {
+        None => Found::None,
+        Some(t) => match std::str::from_utf8(t) {
+            Ok(t) => Found::One(t),
+            Err(_) => Found::Unreadable,
+        },
+    }
+}
+
+fn needs_decoding(value: &[u8]) -> bool {
+    value.iter().any(|&b| b == b'%' || b == b'+')
+}
+
+/// Decodes `raw` on the stack and compares it with `token`; `None` when it
+/// cannot be decoded. Rare (two encoded sources), so its buffer is paid only here.
+#[cold]
+fn same_when_decoded(raw: &[u8], token: &[u8]) -> Option<bool> {
+    let mut buf = [0u8; MAX_TOKEN_LEN];
+    let n = percent_decode(raw, &mut buf)?;
+    let decoded = strip_scheme(&buf[..n]);
+    Some(decoded.is_empty() || decoded == token)
 }
 
 /// `Bearer <t>` (any case, one space) gives `<t>`; anything else is the bare token.
@@ -239,8 +248,8 @@ mod tests {
         for (name, value) in headers {
             head.header(name, value);
         }
-        let mut buf = TokenBuf::default();
-        match buf.find(&head) {
+        let mut scratch = [0u8; MAX_TOKEN_LEN];
+        match find_token(&head, &mut scratch) {
             Found::None => "none".into(),
             Found::One(t) => t.into(),
             Found::Conflict => "conflict".into(),

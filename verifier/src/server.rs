@@ -8,7 +8,7 @@ use may::coroutine::JoinHandle;
 use may_minihttp::{HttpService, HttpServiceFactory, Request, Response};
 use softphone_shared::unix_now;
 
-use crate::decision::Verifier;
+use crate::decision::{Scratch, Verifier};
 use crate::reply;
 use crate::request::Head;
 
@@ -17,6 +17,7 @@ const MAX_DRAIN: usize = 64 * 1024;
 
 pub struct Service {
     verifier: Arc<Verifier>,
+    scratch: Box<Scratch>,
 }
 
 impl HttpService for Service {
@@ -27,7 +28,7 @@ impl HttpService for Service {
             head.header(header.name, header.value);
             framing.header(header.name, header.value);
         }
-        let decision = self.verifier.decide(&head, unix_now());
+        let decision = self.verifier.decide(&head, unix_now(), &mut self.scratch);
         if framing.drainable() {
             // nginx never sends us a body. Read a small, unambiguous one away so
             // the next request on this connection parses cleanly; anything else is
@@ -77,6 +78,7 @@ impl HttpServiceFactory for Factory {
     fn new_service(&self, _id: usize) -> Service {
         Service {
             verifier: Arc::clone(&self.verifier),
+            scratch: Scratch::new(),
         }
     }
 }
