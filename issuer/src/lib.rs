@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod error;
 pub mod handlers;
+pub mod hashing;
 pub mod nginx;
 pub mod routes;
 pub mod serve;

@@ -1,22 +1,17 @@
 //! The issuer's shared state and the two ways work leaves the async threads:
-//! database calls (short, on the blocking pool) and password checks (long, on the
-//! blocking pool behind a semaphore, so a login flood queues instead of starving
+//! database calls (short, on the blocking pool) and password checks (long, on
+//! dedicated low-priority threads, so a login flood queues instead of starving
 //! refresh and profile).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use softphone_shared::config::Config;
 use softphone_shared::keyfile::{self, Key};
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
-use tokio::sync::Semaphore;
-
+use crate::hashing::Hasher;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
-
-/// Logins waiting for a hashing slot before new ones are told to come back later.
-const MAX_WAITING_LOGINS: usize = 256;
 
 pub struct App {
     config: RwLock<Arc<Config>>,
@@ -29,8 +24,7 @@ pub struct App {
     reader: Arc<Mutex<Store>>,
     log: SecurityLog,
     throttle: RwLock<Arc<Throttle>>,
-    hashing: Semaphore,
-    waiting: AtomicUsize,
+    hasher: Hasher,
 }
 
 impl std::fmt::Debug for App {
@@ -51,13 +45,12 @@ impl App {
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
             throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
-            hashing: Semaphore::new(config.login_concurrency),
+            hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
             key: RwLock::new(Arc::new(key)),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             log,
-            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -139,21 +132,12 @@ impl App {
         run_blocking(Arc::clone(&self.reader), f).await
     }
 
-    /// Runs a password check with at most `login_concurrency` at once.
+    /// Runs a password check on the low-priority hashing threads.
     pub async fn check_password<F>(&self, f: F) -> Result<bool, ApiError>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_LOGINS {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::Busy);
-        }
-        let permit = self.hashing.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let _permit = permit.map_err(|_| ApiError::Internal)?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| ApiError::Internal)
+        self.hasher.run(f).await
     }
 }
 
