@@ -10,8 +10,8 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use thread_priority::{
-    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
-    thread_native_id,
+    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+    set_thread_priority_and_policy, thread_native_id,
 };
 use tokio::sync::oneshot;
 
@@ -99,7 +99,9 @@ mod tests {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let blocked = hasher.submit(move || wait.recv().is_ok()).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let queued: Vec<_> = (0..MAX_WAITING).map(|_| hasher.submit(|| true).unwrap()).collect();
+        let queued: Vec<_> = (0..MAX_WAITING)
+            .map(|_| hasher.submit(|| true).unwrap())
+            .collect();
         assert_eq!(hasher.submit(|| true).err(), Some(ApiError::Busy));
         release.send(()).unwrap();
         assert_eq!(blocked.await, Ok(true));

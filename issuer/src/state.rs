@@ -5,13 +5,13 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::hashing::Hasher;
+use crate::throttle::{Limits, Throttle};
+use crate::{ApiError, Result};
 use softphone_shared::config::Config;
 use softphone_shared::keyfile::{self, Key};
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
-use crate::hashing::Hasher;
-use crate::throttle::{Limits, Throttle};
-use crate::{ApiError, Result};
 
 pub struct App {
     config: RwLock<Arc<Config>>,

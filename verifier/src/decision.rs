@@ -8,6 +8,7 @@ use softphone_shared::keyfile::{self, Key};
 use softphone_shared::seclog::{Event, SecurityLog};
 use softphone_shared::token::{self, PAYLOAD_BUF, TokenError, TokenType, Validation};
 
+use crate::cache::{TokenCache, Verified};
 use crate::identity::{Identities, Identity};
 use crate::request::{AUTH_PATH, CHECK_PATH, Found, HEALTH_PATH, Head, find_token};
 use crate::revocations::Revocations;
@@ -77,6 +78,7 @@ pub struct Verifier {
     leeway: i64,
     revocations: Revocations,
     identities: Identities,
+    cache: TokenCache,
     log: Option<SecurityLog>,
 }
 
@@ -104,6 +106,7 @@ impl Verifier {
             leeway,
             revocations,
             identities: Identities::new(),
+            cache: TokenCache::new(),
             log,
         }
     }
@@ -114,6 +117,8 @@ impl Verifier {
         if let Ok(mut slot) = self.key.write() {
             *slot = key;
         }
+        // Tokens verified with the old key must be verified again.
+        self.cache.clear();
         Ok(())
     }
 
@@ -150,7 +155,12 @@ impl Verifier {
                 return self.deny(head, DenyReason::Token(TokenError::Malformed), "", now);
             }
         };
-        let verified = match self.key.read() {
+        // A token seen before skips the HMAC and the JSON (see cache.rs).
+        if let Some(decision) = self.cache.with(token, |v| self.judge(head, v, now)) {
+            return decision;
+        }
+        let generation = self.cache.generation();
+        let decoded = match self.key.read() {
             Ok(key) => token::decode(
                 token,
                 &key,
@@ -162,38 +172,74 @@ impl Verifier {
             ),
             Err(_) => Err(TokenError::BadSignature),
         };
-        let claims = match verified {
+        let claims = match decoded {
             Ok(claims) => claims,
             Err(e) => return self.deny(head, DenyReason::Token(e), "", now),
         };
-        match self.revocations.is_revoked(claims.sid, now) {
+        let identity = match claims.kind {
+            TokenType::Access => self
+                .identities
+                .get(claims.sub, claims.username, claims.role),
+            TokenType::Refresh => None,
+        };
+        let verified = Verified::new(&claims, identity);
+        let decision = self.judge(head, &verified, now);
+        self.cache.insert(token, verified, generation);
+        decision
+    }
+
+    /// The checks every request gets, cached token or not: time, revocation,
+    /// type, identity. A refresh token is 403 only after all the others.
+    fn judge(&self, head: &Head<'_>, v: &Verified, now: i64) -> Decision {
+        if now > v.exp.saturating_add(self.leeway) {
+            return self.deny(
+                head,
+                DenyReason::Token(TokenError::Expired),
+                &v.username,
+                now,
+            );
+        }
+        if let Some(nbf) = v.nbf
+            && now.saturating_add(self.leeway) < nbf
+        {
+            return self.deny(
+                head,
+                DenyReason::Token(TokenError::NotYetValid),
+                &v.username,
+                now,
+            );
+        }
+        match self.revocations.is_revoked(&v.sid, now) {
             Ok(false) => {}
             Ok(true) => {
                 return self.deny(
                     head,
                     DenyReason::Token(TokenError::Revoked),
-                    claims.username,
+                    &v.username,
                     now,
                 );
             }
-            Err(_) => return self.deny(head, DenyReason::StoreUnavailable, claims.username, now),
+            Err(_) => return self.deny(head, DenyReason::StoreUnavailable, &v.username, now),
         }
-        if claims.kind != TokenType::Access {
+        if v.kind != TokenType::Access {
             self.note(
                 head,
                 DenyReason::Token(TokenError::WrongType),
-                claims.username,
+                &v.username,
                 now,
             );
             return Decision::Forbidden;
         }
-        match self
-            .identities
-            .get(claims.sub, claims.username, claims.role)
-        {
+        match v.identity {
             Some(identity) => Decision::Allow(identity),
             None => self.deny(head, DenyReason::Identity, "", now),
         }
+    }
+
+    /// Background upkeep, about once a second.
+    pub fn maintain(&self, now: i64) {
+        self.revocations.maintain(now);
+        self.cache.prune(now, self.leeway);
     }
 
     #[cold]
@@ -211,5 +257,87 @@ impl Verifier {
                 .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
             log.log_limited(Event::MediaAccessDenied, reason.as_str(), user, from, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use softphone_shared::store::{NewSession, RevokeReason, Store};
+    use softphone_shared::token::Claims;
+
+    use super::*;
+
+    /// A cached token is still checked for expiry and revocation on every use.
+    #[test]
+    fn cached_tokens_still_expire_and_get_revoked() {
+        let dir = std::env::temp_dir().join(format!("softphone-decision-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key_path = dir.join("secret.key");
+        let db = dir.join("softphone.db");
+        let key = keyfile::load_or_create(&key_path).unwrap();
+        let now = 1_800_000_000;
+        let mut store = Store::open(&db).unwrap();
+        store
+            .create_session(&NewSession {
+                sid: "sid-1",
+                user_id: 7,
+                username: "201",
+                role: "user",
+                cred_tag: "t",
+                created: now,
+                expires: now + 7200,
+                refresh_jti: "r",
+            })
+            .unwrap();
+        let token = token::sign(
+            &Claims {
+                sub: 7,
+                username: "201",
+                role: "user",
+                iat: now,
+                exp: now + 3600,
+                kind: TokenType::Access,
+                sid: "sid-1",
+                jti: "j",
+                nbf: None,
+            },
+            &key,
+        );
+        let revocations = Revocations::open(&db, now, 30).unwrap();
+        let verifier = Verifier::new(key, key_path, 30, revocations, None);
+        let auth = format!("Bearer {token}");
+        let mut head = Head::new("/auth");
+        head.header("Authorization", auth.as_bytes());
+        let mut scratch = Scratch::new();
+
+        assert!(matches!(
+            verifier.decide(&head, now, &mut scratch),
+            Decision::Allow(_)
+        ));
+        assert_eq!(verifier.cache.len(), 1);
+        assert!(matches!(
+            verifier.decide(&head, now + 3630, &mut scratch),
+            Decision::Allow(_)
+        ));
+        assert_eq!(
+            verifier.decide(&head, now + 3631, &mut scratch),
+            Decision::Unauthorized(DenyReason::Token(TokenError::Expired))
+        );
+        store
+            .revoke_session("sid-1", RevokeReason::Logout, now)
+            .unwrap();
+        assert_eq!(
+            verifier.decide(&head, now + 10, &mut scratch),
+            Decision::Unauthorized(DenyReason::Token(TokenError::Revoked))
+        );
+        // A tampered copy of a cached token is not served from the cache.
+        let tampered = format!("Bearer {}x", &token[..token.len() - 1]);
+        let mut head = Head::new("/auth");
+        head.header("Authorization", tampered.as_bytes());
+        assert!(matches!(
+            verifier.decide(&head, now, &mut scratch),
+            Decision::Unauthorized(DenyReason::Token(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -7,6 +7,7 @@
 //! revoked sessions in memory and in step with the database, [`identity`] interns
 //! the identity headers, and [`server`] wires them into may_minihttp.
 
+pub mod cache;
 pub mod decision;
 pub mod error;
 pub mod identity;

@@ -105,7 +105,7 @@ fn spawn_maintenance_thread(verifier: Arc<Verifier>) {
         .spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
-                verifier.revocations().maintain(unix_now());
+                verifier.maintain(unix_now());
             }
         });
     if let Err(e) = spawned {

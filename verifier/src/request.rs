@@ -68,7 +68,9 @@ impl<'a> Head<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found<'r> {
     None,
-    One(&'r str),
+    /// The token's bytes; verification checks they are base64url, so they need
+    /// no UTF-8 check here.
+    One(&'r [u8]),
     /// Sources disagree.
     Conflict,
     /// A source cannot be read (bad escape, too long, not UTF-8).
@@ -154,10 +156,7 @@ pub fn find_token<'r>(head: &Head<'r>, scratch: &'r mut [u8; MAX_TOKEN_LEN]) -> 
     }
     match token {
         None => Found::None,
-        Some(t) => match std::str::from_utf8(t) {
-            Ok(t) => Found::One(t),
-            Err(_) => Found::Unreadable,
-        },
+        Some(t) => Found::One(t),
     }
 }
 
@@ -251,7 +250,7 @@ mod tests {
         let mut scratch = [0u8; MAX_TOKEN_LEN];
         match find_token(&head, &mut scratch) {
             Found::None => "none".into(),
-            Found::One(t) => t.into(),
+            Found::One(t) => String::from_utf8_lossy(t).into_owned(),
             Found::Conflict => "conflict".into(),
             Found::Unreadable => "unreadable".into(),
         }
@@ -324,9 +323,10 @@ mod tests {
         assert_eq!(find("/auth", &[("Authorization", b"Bearer  abc")]), " abc");
         assert_eq!(find("/auth?token=%zz", &[]), "unreadable");
         assert_eq!(find("/auth?token=%4", &[]), "unreadable");
+        // Non-UTF-8 bytes are passed on; verification refuses them as base64.
         assert_eq!(
             find("/auth", &[("Authorization", b"Bearer \xff\xfe")]),
-            "unreadable"
+            "\u{fffd}\u{fffd}"
         );
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(find(&format!("/auth?token={long}"), &[]), "unreadable");

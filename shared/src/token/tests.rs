@@ -116,6 +116,17 @@ fn one_changed_character_anywhere_is_rejected() {
 }
 
 #[test]
+fn the_known_header_fast_path_matches_the_headers_it_stands_for() {
+    for (json, b64) in [
+        (r#"{"alg":"HS256","typ":"JWT"}"#, KNOWN_HEADERS[0]),
+        (r#"{"typ":"JWT","alg":"HS256"}"#, KNOWN_HEADERS[1]),
+    ] {
+        assert_eq!(URL_SAFE_NO_PAD.encode(json).as_bytes(), b64);
+        assert_eq!(check_header(b64, &key()), Ok(()));
+    }
+}
+
+#[test]
 fn only_hs256_is_accepted() {
     let payload = payload_with(&format!(r#""exp":{EXP},"type":"access""#));
     for alg in [

@@ -1,0 +1,179 @@
+//! Tokens already verified. An app presents the same access token on every
+//! media request and subscription of a session, so a token seen before skips
+//! the HMAC and the JSON: measured, that is ~0.5 µs of a ~0.7 µs decision.
+//!
+//! What is cached is only what full verification established (claims and the
+//! interned identity); expiry, revocation and type are still checked on every
+//! request. Entries are found by a keyed hash (random per process) of the
+//! signature and confirmed by comparing the whole token in constant time, so
+//! neither the lookup nor the comparison tells an attacker anything about the
+//! tokens we hold. A key reload empties the cache.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use softphone_shared::token::{Claims, TokenType};
+use subtle::ConstantTimeEq;
+
+use crate::identity::Identity;
+
+/// Entries kept; beyond it the cache starts over (a PBX has far fewer sessions).
+pub const MAX_ENTRIES: usize = 65_536;
+
+/// What verification established about a token.
+#[derive(Debug)]
+pub struct Verified {
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub kind: TokenType,
+    pub sid: Box<str>,
+    pub username: Box<str>,
+    /// `None` when the identity cannot be sent as headers (refused then).
+    pub identity: Option<&'static Identity>,
+}
+
+impl Verified {
+    pub fn new(claims: &Claims<'_>, identity: Option<&'static Identity>) -> Verified {
+        Verified {
+            exp: claims.exp,
+            nbf: claims.nbf,
+            kind: claims.kind,
+            sid: claims.sid.into(),
+            username: claims.username.into(),
+            identity,
+        }
+    }
+}
+
+struct Entry {
+    token: Box<[u8]>,
+    verified: Verified,
+}
+
+#[derive(Default)]
+pub struct TokenCache {
+    keyed: RandomState,
+    entries: RwLock<HashMap<u64, Entry>>,
+    /// Bumped by [`TokenCache::clear`]: a verification that began before a key
+    /// reload must not land in the cache after it.
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl TokenCache {
+    pub fn new() -> TokenCache {
+        TokenCache::default()
+    }
+
+    fn slot(&self, token: &[u8]) -> u64 {
+        let signature = token.rsplit(|&b| b == b'.').next().unwrap_or(token);
+        self.keyed.hash_one(signature)
+    }
+
+    /// Runs `f` on what is known about `token`, if it was verified before.
+    pub fn with<R>(&self, token: &[u8], f: impl FnOnce(&Verified) -> R) -> Option<R> {
+        let slot = self.slot(token);
+        let entries = self.entries.read().ok()?;
+        let entry = entries.get(&slot)?;
+        if entry.token.len() == token.len() && bool::from(entry.token.ct_eq(token)) {
+            Some(f(&entry.verified))
+        } else {
+            None
+        }
+    }
+
+    /// Read before the key a verification uses; passed back to [`insert`].
+    ///
+    /// [`insert`]: TokenCache::insert
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Remembers a token that passed full verification, unless the cache was
+    /// cleared since `generation` was read.
+    pub fn insert(&self, token: &[u8], verified: Verified, generation: u64) {
+        let slot = self.slot(token);
+        if let Ok(mut entries) = self.entries.write() {
+            if generation != self.generation() {
+                return;
+            }
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                slot,
+                Entry {
+                    token: token.into(),
+                    verified,
+                },
+            );
+        }
+    }
+
+    /// Forgets everything (the key changed).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            entries.clear();
+        }
+    }
+
+    /// Drops entries of tokens expired for longer than `leeway`.
+    pub fn prune(&self, now: i64, leeway: i64) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, e| e.verified.exp.saturating_add(leeway) >= now);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(exp: i64) -> Verified {
+        Verified {
+            exp,
+            nbf: None,
+            kind: TokenType::Access,
+            sid: "s".into(),
+            username: "201".into(),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn only_the_identical_token_hits() {
+        let cache = TokenCache::new();
+        cache.insert(b"aaa.bbb.sig", verified(10), cache.generation());
+        assert_eq!(cache.with(b"aaa.bbb.sig", |v| v.exp), Some(10));
+        // Same signature, other payload: not a hit.
+        assert_eq!(cache.with(b"aaa.bbc.sig", |v| v.exp), None);
+        assert_eq!(cache.with(b"aaa.bbb.sih", |v| v.exp), None);
+        cache.prune(100, 30);
+        assert!(cache.is_empty());
+        let before_reload = cache.generation();
+        cache.insert(b"aaa.bbb.sig", verified(1000), before_reload);
+        cache.clear();
+        assert_eq!(cache.with(b"aaa.bbb.sig", |v| v.exp), None);
+        // A verification that started before the reload does not land.
+        cache.insert(b"aaa.bbb.sig", verified(1000), before_reload);
+        assert!(cache.is_empty());
+    }
+}
