@@ -209,7 +209,7 @@ impl Verifier {
                 now,
             );
         }
-        match self.revocations.is_revoked(&v.sid, now) {
+        match self.revocations.is_revoked_memo(&v.sid, &v.memo, now) {
             Ok(false) => {}
             Ok(true) => {
                 return self.deny(

@@ -14,6 +14,10 @@ use softphone_shared::store::Store;
 
 use crate::Result;
 
+/// "Not revoked as of set version N", kept with a cached token.
+#[derive(Debug, Default)]
+pub struct Memo(AtomicU64);
+
 /// The revocation list could not be read: callers fail closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
@@ -34,6 +38,9 @@ pub struct Revocations {
     /// Reading revocations failed last time (reported once, not per request).
     failing: AtomicBool,
     revoked: RwLock<HashMap<Box<str>, i64>>,
+    /// Bumped after every insertion into `revoked`; starts at 1 so a fresh
+    /// [`Memo`] (0) never matches.
+    version: AtomicU64,
     reader: Mutex<Reader>,
     db_path: PathBuf,
     /// Tokens live `leeway` seconds past `exp`; so must their revocations.
@@ -60,6 +67,7 @@ impl Revocations {
             direct: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             revoked: RwLock::new(HashMap::new()),
+            version: AtomicU64::new(1),
             reader: Mutex::new(Reader { store, last_seq: 0 }),
             db_path: db_path.to_path_buf(),
             leeway,
@@ -71,16 +79,33 @@ impl Revocations {
     /// Whether `sid` is revoked, bringing the list up to date first if the epoch
     /// moved.
     pub fn is_revoked(&self, sid: &str, now: i64) -> Result<bool, Unavailable> {
+        self.is_revoked_memo(sid, &Memo::default(), now)
+    }
+
+    /// As [`is_revoked`](Self::is_revoked), remembering in `memo` (kept with a
+    /// cached token) that `sid` was not revoked as of the set's current version:
+    /// while nothing is pending and the set has not changed since, the answer
+    /// needs no lookup at all.
+    pub fn is_revoked_memo(&self, sid: &str, memo: &Memo, now: i64) -> Result<bool, Unavailable> {
         if self.direct.load(Ordering::Relaxed) {
             return self.ask_database(sid);
         }
         if self.epoch.load() != self.synced.load(Ordering::Acquire) {
             self.sync(now)?;
+        } else if memo.0.load(Ordering::Acquire) == self.version.load(Ordering::Acquire) {
+            return Ok(false);
         }
-        match self.revoked.read() {
-            Ok(set) => Ok(set.contains_key(sid)),
-            Err(_) => Err(Unavailable),
+        // Read the version before the set: an insertion racing with us bumps it
+        // after inserting, so a stale memo can only cause another lookup.
+        let version = self.version.load(Ordering::Acquire);
+        let revoked = match self.revoked.read() {
+            Ok(set) => set.contains_key(sid),
+            Err(_) => return Err(Unavailable),
+        };
+        if !revoked {
+            memo.0.store(version, Ordering::Release);
         }
+        Ok(revoked)
     }
 
     /// Reads revocations newer than the last seen one. The epoch is read *before*
@@ -138,6 +163,7 @@ impl Revocations {
             for r in fresh {
                 set.insert(r.sid.into_boxed_str(), r.expires);
             }
+            self.version.fetch_add(1, Ordering::AcqRel);
         }
         self.synced.store(epoch, Ordering::Release);
         Ok(())
@@ -228,6 +254,15 @@ mod tests {
                 "revocation of {sid} hidden"
             );
         }
+        // With a memo, as cached tokens use it: still seen at once.
+        let memo = Memo::default();
+        session(&mut writer, "memo", now);
+        assert!(!revocations.is_revoked_memo("memo", &memo, now).unwrap());
+        assert!(!revocations.is_revoked_memo("memo", &memo, now).unwrap());
+        writer
+            .revoke_session("memo", RevokeReason::Logout, now)
+            .unwrap();
+        assert!(revocations.is_revoked_memo("memo", &memo, now).unwrap());
         // And without the upkeep: the epoch alone brings it in.
         session(&mut writer, "last", now);
         assert!(!revocations.is_revoked("last", now).unwrap());
