@@ -23,13 +23,12 @@ pub struct Service {
 impl HttpService for Service {
     fn call(&mut self, req: Request<'_, '_, '_>, rsp: &mut Response<'_>) -> io::Result<()> {
         let mut head = Head::new(req.path());
-        let mut framing = Framing::default();
         for header in req.headers() {
             head.header(header.name, header.value);
-            framing.header(header.name, header.value);
         }
         let decision = self.verifier.decide(&head, unix_now(), &mut self.scratch);
-        if framing.drainable() {
+        // Bodies are rare (nginx sends none): look at their framing only then.
+        if head.has_body && Framing::of(&req).drainable() {
             // nginx never sends us a body. Read a small, unambiguous one away so
             // the next request on this connection parses cleanly; anything else is
             // left to the parser, which drops the connection on garbage.
@@ -49,13 +48,19 @@ struct Framing {
 }
 
 impl Framing {
-    fn header(&mut self, name: &str, value: &[u8]) {
-        if name.eq_ignore_ascii_case("content-length") {
-            self.content_lengths += 1;
-            self.length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            self.chunked = true;
+    fn of(req: &Request<'_, '_, '_>) -> Framing {
+        let mut framing = Framing::default();
+        for header in req.headers() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                framing.content_lengths += 1;
+                framing.length = std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok());
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                framing.chunked = true;
+            }
         }
+        framing
     }
 
     /// One plain decimal `Content-Length` in 1..=[`MAX_DRAIN`] and no
