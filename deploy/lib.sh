@@ -6,8 +6,14 @@ ensure_packages() {
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # Each extra is `command:package` or `/path:package`.
     for extra in "$@"; do
-        command -v "${extra%%:*}" >/dev/null 2>&1 || missing+=("${extra#*:}")
+        local what=${extra%%:*} package=${extra#*:}
+        if [ "${what#/}" != "$what" ]; then
+            [ -e "$what" ] || missing+=("$package")
+        else
+            command -v "$what" >/dev/null 2>&1 || missing+=("$package")
+        fi
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of softphone-backend: unit tests, integration tests of the real
 # daemons on loopback, and end-to-end tests through the real nginx + nchan.
-# Installs what the tests need (nginx, libnginx-mod-nchan, curl, fail2ban) when it
-# is missing.
+# Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
+# curl; fail2ban and systemd to check our files with their tools; wrk and the
+# bench's comparison peers (nginx Lua, luaossl, cjson, PHP-FPM) for its smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
@@ -12,7 +13,12 @@ if ! command -v cargo >/dev/null; then
     echo "test.sh: cargo is missing; install a Rust toolchain first" >&2
     exit 1
 fi
-ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk
+ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk \
+    /usr/lib/nginx/modules/ngx_http_lua_module.so:libnginx-mod-http-lua \
+    /usr/share/lua/5.1/resty/core.lua:lua-resty-core \
+    /usr/share/lua/5.1/openssl.lua:lua-luaossl \
+    /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so:lua-cjson \
+    /usr/sbin/php-fpm8.2:php8.2-fpm
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -3,6 +3,7 @@
 
 pub mod floors;
 pub mod load;
+pub mod peers;
 pub mod procstat;
 pub mod report;
 pub mod suite;

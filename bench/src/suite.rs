@@ -471,6 +471,127 @@ fn media_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
         &outcome,
     ));
     report.target(Target::reported("media auth_request / nginx static", ratio));
+    peer_scenarios(settings, stack, report, &outcome)
+}
+
+/// The same media request against the baselines of bench/peers/: in-nginx Lua
+/// (FFI and luaossl HMAC) and PHP-FPM behind auth_request.
+fn peer_scenarios(
+    settings: &Settings,
+    stack: &Stack,
+    report: &mut Report,
+    ours: &Outcome,
+) -> Result<(), String> {
+    let d = &stack.daemons;
+    let prefix = d.dir.path().join("peers");
+    std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+    let pin = settings.pin.then_some(SERVER_CPU);
+    let peers = match crate::peers::start(
+        &prefix,
+        &stack.nginx.recordings,
+        &d.data_dir().join("db/secret.key"),
+        pin,
+    ) {
+        Ok(peers) => peers,
+        Err(e) => {
+            report.note(&format!("comparison peers not run: {e}"));
+            return Ok(());
+        }
+    };
+    let floor = measure(
+        "peer floor: nginx+lua static",
+        &plan(
+            settings,
+            peers.addr,
+            vec![Request {
+                bytes: get("/static.mp3", &[]),
+                expect: Some(200),
+            }],
+        ),
+    )?;
+    report.add(Row::new(
+        "peer-floor",
+        "peer nginx (Lua module loaded) serving the file without auth",
+        None,
+        &floor,
+    ));
+    let with_tokens = |path: &str| -> Vec<Request> {
+        stack
+            .sessions
+            .iter()
+            .map(|(access, _)| Request {
+                bytes: get(path, &[("Authorization", &format!("Bearer {access}"))]),
+                expect: Some(200),
+            })
+            .collect()
+    };
+    // The baselines must really check: a tampered token and no token are refused.
+    let (access, _) = &stack.sessions[0];
+    let tampered = format!(
+        "Bearer {}{}",
+        &access[..access.len() - 2],
+        if access.ends_with("AA") { "BA" } else { "AA" }
+    );
+    for path in ["/lua-ffi.mp3", "/lua-luaossl.mp3", "/php.mp3"] {
+        for auth in [&[("Authorization", tampered.as_str())][..], &[]] {
+            let r = request(peers.addr, "GET", path, auth, b"");
+            if r.status != 401 {
+                return Err(format!(
+                    "peer {path} answered {} to a bad or missing token",
+                    r.status
+                ));
+            }
+        }
+    }
+    let mut rates = Vec::new();
+    for (scenario, label, path) in [
+        (
+            "peer-lua-ffi",
+            "in-nginx Lua HS256, HMAC via LuaJIT FFI to libcrypto (no revocation)",
+            "/lua-ffi.mp3",
+        ),
+        (
+            "peer-lua-luaossl",
+            "in-nginx Lua HS256, HMAC via lua-luaossl (no revocation)",
+            "/lua-luaossl.mp3",
+        ),
+        (
+            "peer-php-fpm",
+            "auth_request -> PHP-FPM 8.2, 4 children, opcache (no revocation)",
+            "/php.mp3",
+        ),
+    ] {
+        let mut p = plan(settings, peers.addr, with_tokens(path));
+        if scenario == "peer-php-fpm" {
+            // PHP-FPM answers a few thousand a second; fewer connections keep its
+            // queue (and the run) sane without changing its throughput.
+            p.connections = p.connections.min(16);
+        }
+        let outcome = measure(scenario, &p)?;
+        let ratio = outcome.rate() / floor.rate();
+        report.add(Row::new(
+            scenario,
+            label,
+            Some(("peer-floor", ratio)),
+            &outcome,
+        ));
+        rates.push(outcome.rate());
+    }
+    report.target(Target::at_least(
+        "media auth_request / Lua FFI check",
+        ours.rate() / rates[0],
+        0.8,
+    ));
+    report.target(Target::reported(
+        "media auth_request / Lua luaossl check",
+        ours.rate() / rates[1],
+    ));
+    report.target(Target::at_least(
+        "media auth_request / PHP-FPM check",
+        ours.rate() / rates[2],
+        5.0,
+    ));
+    drop(peers);
     Ok(())
 }
 

@@ -38,6 +38,10 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "issuer-login",
         "issuer-profile-flood",
         "generator-ours",
+        "peer-floor",
+        "peer-lua-ffi",
+        "peer-lua-luaossl",
+        "peer-php-fpm",
     ] {
         assert!(
             stdout.contains(&format!("| {scenario} — ")),
@@ -61,7 +65,8 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
     let json = files.iter().find(|f| f.ends_with(".json")).unwrap();
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.path().join(json)).unwrap()).unwrap();
-    assert!(report["rows"].as_array().unwrap().len() >= 13);
+    assert!(report["rows"].as_array().unwrap().len() >= 17);
+    assert!(!stdout.contains("comparison peers not run"), "{stdout}");
     assert!(
         report["rows"]
             .as_array()
