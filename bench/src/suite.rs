@@ -37,6 +37,7 @@ pub struct Settings {
 struct Stack {
     daemons: Daemons,
     nginx: Nginx,
+    nginx_unix: Nginx,
     bare: Child,
     bare_addr: SocketAddr,
     warp: Child,
@@ -95,7 +96,10 @@ impl Stack {
         let daemons = Daemons::start_with(
             "bench",
             Options {
-                env: Vec::new(),
+                env: vec![(
+                    "SOFTPHONE_VERIFIER_SOCKET".to_owned(),
+                    "{dir}/run/verifier.sock".to_owned(),
+                )],
                 pin: pin.clone(),
             },
         );
@@ -112,7 +116,23 @@ impl Stack {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let nginx = Nginx::start_with(&daemons, "http://127.0.0.1:9/", Some(&include));
+        // Two fronts from the same templates: the verifier over TCP and over its
+        // unix socket.
+        let verifier_tcp = daemons.verifier.to_string();
+        let nginx = Nginx::start_with(
+            &daemons,
+            "http://127.0.0.1:9/",
+            Some(&include),
+            Some(&verifier_tcp),
+            "nginx",
+        );
+        let nginx_unix = Nginx::start_with(
+            &daemons,
+            "http://127.0.0.1:9/",
+            Some(&include),
+            None,
+            "nginx-unix",
+        );
         std::fs::write(nginx.recordings.join("a.mp3"), vec![0x55u8; 1024])
             .map_err(|e| e.to_string())?;
 
@@ -136,6 +156,7 @@ impl Stack {
         Ok(Stack {
             daemons,
             nginx,
+            nginx_unix,
             bare,
             bare_addr,
             warp,
@@ -471,7 +492,41 @@ fn media_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
         &outcome,
     ));
     report.target(Target::reported("media auth_request / nginx static", ratio));
-    peer_scenarios(settings, stack, report, &outcome)
+
+    // The same through the verifier's unix socket (nginx-unix renders it as
+    // `server unix:...`); the same static file is its floor.
+    let unix_requests = stack
+        .sessions
+        .iter()
+        .map(|(access, _)| Request {
+            bytes: get(
+                "/pbxcore/softphone/recordings/a.mp3",
+                &[("Authorization", &format!("Bearer {access}"))],
+            ),
+            expect: Some(200),
+        })
+        .collect();
+    let unix = measure(
+        "media: auth_request, unix",
+        &plan(settings, stack.nginx_unix.addr, unix_requests),
+    )?;
+    let ratio = unix.rate() / floor.rate();
+    report.add(Row::new(
+        "media-auth-unix",
+        "nginx auth_request -> verifier over its unix socket",
+        Some(("media-floor", ratio)),
+        &unix,
+    ));
+    report.target(Target::reported(
+        "media auth_request over unix / nginx static",
+        ratio,
+    ));
+    let best = if unix.rate() > outcome.rate() {
+        &unix
+    } else {
+        &outcome
+    };
+    peer_scenarios(settings, stack, report, best)
 }
 
 /// The same media request against the baselines of bench/peers/: in-nginx Lua
@@ -578,16 +633,16 @@ fn peer_scenarios(
         rates.push(outcome.rate());
     }
     report.target(Target::at_least(
-        "media auth_request / Lua FFI check",
+        "media auth_request (faster of tcp, unix) / Lua FFI check",
         ours.rate() / rates[0],
         0.8,
     ));
     report.target(Target::reported(
-        "media auth_request / Lua luaossl check",
+        "media auth_request (faster of tcp, unix) / Lua luaossl check",
         ours.rate() / rates[1],
     ));
     report.target(Target::at_least(
-        "media auth_request / PHP-FPM check",
+        "media auth_request (faster of tcp, unix) / PHP-FPM check",
         ours.rate() / rates[2],
         5.0,
     ));

@@ -30,6 +30,7 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "verifier-mix",
         "media-floor",
         "media-auth",
+        "media-auth-unix",
         "nchan-floor",
         "nchan-auth",
         "issuer-floor",

@@ -59,6 +59,10 @@ struct NginxArgs {
     /// A file of extra server-level directives to include (site and main)
     #[arg(long)]
     include: Option<PathBuf>,
+    /// The verifier upstream (`127.0.0.1:8082`, `unix:/run/softphone/verifier.sock`);
+    /// default: verifier_socket if configured, else verifier_listen
+    #[arg(long)]
+    verifier: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -142,7 +146,9 @@ fn run(args: Args) -> Result<()> {
                 NginxForm::Upstreams => nginx::Form::Upstreams,
                 NginxForm::Locations => nginx::Form::Locations,
             };
+            let defaults = nginx::Params::new(&config);
             let params = nginx::Params {
+                verifier: a.verifier.unwrap_or(defaults.verifier.clone()),
                 listen: a.listen,
                 recordings: a.recordings,
                 ws_upstream: a.ws_upstream,
@@ -150,7 +156,7 @@ fn run(args: Args) -> Result<()> {
                 prefix: a.prefix,
                 workers: a.workers,
                 include: a.include,
-                ..nginx::Params::new(&config)
+                ..defaults
             };
             print!("{}", nginx::render(form, &params)?);
             return Ok(());

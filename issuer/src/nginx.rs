@@ -29,7 +29,8 @@ pub enum Form {
 #[derive(Debug, Clone)]
 pub struct Params {
     pub issuer: SocketAddr,
-    pub verifier: SocketAddr,
+    /// `127.0.0.1:8082` or `unix:/path/verifier.sock`.
+    pub verifier: String,
     /// `listen` argument of the site's server (`8080`, `127.0.0.1:8080`, …).
     pub listen: String,
     /// Directory served under `/pbxcore/softphone/recordings/`.
@@ -49,7 +50,10 @@ impl Params {
     pub fn new(config: &Config) -> Params {
         Params {
             issuer: config.issuer_listen,
-            verifier: config.verifier_listen,
+            verifier: match &config.verifier_socket {
+                Some(path) => format!("unix:{}", path.display()),
+                None => config.verifier_listen.to_string(),
+            },
             listen: "8080".into(),
             recordings: "/var/spool/asterisk/monitor".into(),
             ws_upstream: "http://127.0.0.1:8088/asterisk/ws".into(),
@@ -64,6 +68,7 @@ impl Params {
 pub fn render(form: Form, p: &Params) -> Result<String> {
     for (name, value) in [
         ("listen", p.listen.as_str()),
+        ("verifier", p.verifier.as_str()),
         ("ws_upstream", p.ws_upstream.as_str()),
         ("access_log", p.access_log.as_str()),
         ("workers", p.workers.as_str()),
@@ -93,7 +98,7 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
     let fill = |template: &str| {
         template
             .replace("{{issuer}}", &p.issuer.to_string())
-            .replace("{{verifier}}", &p.verifier.to_string())
+            .replace("{{verifier}}", &p.verifier)
             .replace("{{listen}}", &p.listen)
             .replace("{{recordings}}", &p.recordings.display().to_string())
             .replace("{{ws_upstream}}", &p.ws_upstream)

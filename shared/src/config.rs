@@ -11,6 +11,7 @@
 //! | `log_dir` | `SOFTPHONE_LOG_DIR` | `<data_dir>/log` |
 //! | `issuer_listen` | `SOFTPHONE_ISSUER_LISTEN` | `127.0.0.1:8081` |
 //! | `verifier_listen` | `SOFTPHONE_VERIFIER_LISTEN` | `127.0.0.1:8082` (loopback only) |
+//! | `verifier_socket` | `SOFTPHONE_VERIFIER_SOCKET` | none (also listen on this unix socket; nginx then uses it) |
 //! | `verifier_workers` | `SOFTPHONE_VERIFIER_WORKERS` | `1` |
 //! | `access_ttl` | `SOFTPHONE_ACCESS_TTL` | `3600` |
 //! | `refresh_ttl` | `SOFTPHONE_REFRESH_TTL` | `2592000` |
@@ -65,6 +66,8 @@ pub struct Config {
     pub log_dir: PathBuf,
     pub issuer_listen: SocketAddr,
     pub verifier_listen: SocketAddr,
+    /// Also serve on this unix socket; the rendered nginx config then uses it.
+    pub verifier_socket: Option<PathBuf>,
     pub verifier_workers: usize,
     pub access_ttl: i64,
     pub refresh_ttl: i64,
@@ -89,6 +92,7 @@ struct Raw {
     log_dir: Option<PathBuf>,
     issuer_listen: Option<String>,
     verifier_listen: Option<String>,
+    verifier_socket: Option<PathBuf>,
     verifier_workers: Option<usize>,
     access_ttl: Option<i64>,
     refresh_ttl: Option<i64>,
@@ -160,6 +164,7 @@ impl Config {
             log_dir: raw.log_dir.unwrap_or_else(|| data_dir.join("log")),
             issuer_listen: addr("issuer_listen", raw.issuer_listen, "127.0.0.1:8081")?,
             verifier_listen: addr("verifier_listen", raw.verifier_listen, "127.0.0.1:8082")?,
+            verifier_socket: raw.verifier_socket,
             verifier_workers: raw.verifier_workers.unwrap_or(1),
             access_ttl: raw.access_ttl.unwrap_or(3600),
             refresh_ttl: raw.refresh_ttl.unwrap_or(2_592_000),
@@ -240,6 +245,7 @@ fn apply_env(raw: &mut Raw, env: &HashMap<String, String>) -> Result<()> {
     set(env, "SOFTPHONE_LOG_DIR", &mut raw.log_dir)?;
     set(env, "SOFTPHONE_ISSUER_LISTEN", &mut raw.issuer_listen)?;
     set(env, "SOFTPHONE_VERIFIER_LISTEN", &mut raw.verifier_listen)?;
+    set(env, "SOFTPHONE_VERIFIER_SOCKET", &mut raw.verifier_socket)?;
     set(env, "SOFTPHONE_VERIFIER_WORKERS", &mut raw.verifier_workers)?;
     set(env, "SOFTPHONE_ACCESS_TTL", &mut raw.access_ttl)?;
     set(env, "SOFTPHONE_REFRESH_TTL", &mut raw.refresh_ttl)?;

@@ -13,6 +13,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {path}: {source}")]
+    ListenUnix {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("signal handling: {0}")]
     Signals(#[source] std::io::Error),
 }

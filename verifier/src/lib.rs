@@ -15,5 +15,6 @@ pub mod reply;
 pub mod request;
 pub mod revocations;
 pub mod server;
+pub mod unix;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use softphone_shared::store::Store;
 use softphone_shared::{keyfile, unix_now};
 use softphone_verifier::decision::Verifier;
 use softphone_verifier::revocations::Revocations;
-use softphone_verifier::{Error, Result, server};
+use softphone_verifier::{Error, Result, server, unix};
 
 /// Token verifier for nginx `auth_request` and nchan subscriber authorization.
 #[derive(Parser)]
@@ -64,6 +64,10 @@ fn run(args: Args) -> Result<()> {
 
     spawn_signal_thread(Arc::clone(&verifier))?;
     spawn_maintenance_thread(Arc::clone(&verifier));
+    if let Some(path) = &config.verifier_socket {
+        unix::start(Arc::clone(&verifier), path)?;
+        eprintln!("softphone-verifier: listening on unix:{}", path.display());
+    }
     let server = server::start(verifier, config.verifier_listen)?;
     eprintln!(
         "softphone-verifier: listening on {} ({} worker(s))",

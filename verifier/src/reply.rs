@@ -1,6 +1,7 @@
-//! The one table from decisions to HTTP. On its auth paths the verifier answers
-//! only 200, 401 or 403: nginx turns anything else into a 500 for the app, and
-//! nchan takes a 3xx as "allowed".
+//! The one table from decisions to HTTP, written out either into may_minihttp's
+//! response (TCP) or as raw bytes (the unix-socket listener). On its auth paths
+//! the verifier answers only 200, 401 or 403: nginx turns anything else into a
+//! 500 for the app, and nchan takes a 3xx as "allowed".
 
 use may_minihttp::Response;
 
@@ -14,37 +15,132 @@ const CHALLENGE_SCOPE: &str =
 const NO_STORE: &str = "Cache-Control: no-store";
 const JSON: &str = "Content-Type: application/json";
 
-pub fn write(decision: Decision, rsp: &mut Response<'_>) {
+/// Status, reason, header lines and body of an answer.
+pub struct Answer {
+    pub status: u16,
+    pub reason: &'static str,
+    pub headers: [&'static str; 3],
+    pub body: &'static str,
+    /// `body.len()` as text, written out by hand so encoding needs no formatting
+    /// (a test keeps the two in step).
+    pub length: &'static str,
+}
+
+pub fn answer(decision: Decision) -> Answer {
     match decision {
-        Decision::Allow(identity) => {
-            rsp.header(identity.user_id)
-                .header(identity.username)
-                .header(identity.role);
-        }
+        Decision::Allow(identity) => Answer {
+            status: 200,
+            reason: "OK",
+            headers: [identity.user_id, identity.username, identity.role],
+            body: "",
+            length: "0",
+        },
         // RFC 6750 §3.1: no error code when the request carried no credentials.
-        Decision::Unauthorized(DenyReason::NoToken) => {
-            rsp.status_code(401, "Unauthorized")
-                .header(CHALLENGE)
-                .header(NO_STORE);
-        }
-        Decision::Unauthorized(_) => {
-            rsp.status_code(401, "Unauthorized")
-                .header(CHALLENGE_INVALID)
-                .header(NO_STORE);
-        }
-        Decision::Forbidden => {
-            rsp.status_code(403, "Forbidden")
-                .header(CHALLENGE_SCOPE)
-                .header(NO_STORE);
-        }
-        Decision::Health => {
-            rsp.header(JSON)
-                .body("{\"success\":true,\"status\":\"ok\"}");
-        }
-        Decision::NotFound => {
-            rsp.status_code(404, "Not Found")
-                .header(JSON)
-                .body("{\"success\":false,\"error\":\"Not found\"}");
+        Decision::Unauthorized(DenyReason::NoToken) => Answer {
+            status: 401,
+            reason: "Unauthorized",
+            headers: [CHALLENGE, NO_STORE, ""],
+            body: "",
+            length: "0",
+        },
+        Decision::Unauthorized(_) => Answer {
+            status: 401,
+            reason: "Unauthorized",
+            headers: [CHALLENGE_INVALID, NO_STORE, ""],
+            body: "",
+            length: "0",
+        },
+        Decision::Forbidden => Answer {
+            status: 403,
+            reason: "Forbidden",
+            headers: [CHALLENGE_SCOPE, NO_STORE, ""],
+            body: "",
+            length: "0",
+        },
+        Decision::Health => Answer {
+            status: 200,
+            reason: "OK",
+            headers: [JSON, "", ""],
+            body: "{\"success\":true,\"status\":\"ok\"}",
+            length: "30",
+        },
+        Decision::NotFound => Answer {
+            status: 404,
+            reason: "Not Found",
+            headers: [JSON, "", ""],
+            body: "{\"success\":false,\"error\":\"Not found\"}",
+            length: "37",
+        },
+    }
+}
+
+/// Into may_minihttp's response (it adds the status line, Date, Content-Length).
+pub fn write(decision: Decision, rsp: &mut Response<'_>) {
+    let a = answer(decision);
+    if a.status != 200 {
+        rsp.status_code(a.status as usize, a.reason);
+    }
+    for header in a.headers.iter().filter(|h| !h.is_empty()) {
+        rsp.header(header);
+    }
+    if !a.body.is_empty() {
+        rsp.body(a.body);
+    }
+}
+
+/// As raw HTTP/1.1 bytes appended to `out`.
+pub fn encode(decision: Decision, out: &mut Vec<u8>) {
+    let a = answer(decision);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status_text(a.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(a.reason.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(a.length.as_bytes());
+    for header in a.headers.iter().filter(|h| !h.is_empty()) {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(header.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(a.body.as_bytes());
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        401 => "401",
+        403 => "403",
+        _ => "404",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_answers_are_well_formed() {
+        let mut out = Vec::new();
+        encode(Decision::Unauthorized(DenyReason::NoToken), &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: Bearer realm=\"softphone\"\r\nCache-Control: no-store\r\n\r\n"
+        );
+        for d in [
+            Decision::Health,
+            Decision::NotFound,
+            Decision::Forbidden,
+            Decision::Unauthorized(DenyReason::Conflict),
+        ] {
+            assert_eq!(answer(d).length, answer(d).body.len().to_string());
+            let mut out = Vec::new();
+            encode(d, &mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{text}"
+            );
         }
     }
 }

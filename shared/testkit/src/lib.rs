@@ -146,8 +146,10 @@ impl Daemons {
             .env("SOFTPHONE_DATA", self.data_dir())
             .env("SOFTPHONE_ISSUER_LISTEN", self.issuer.to_string())
             .env("SOFTPHONE_VERIFIER_LISTEN", self.verifier.to_string());
+        // `{dir}` in a value stands for this fixture's directory.
+        let dir = self.dir.path().display().to_string();
         for (k, v) in &self.options.env {
-            cmd.env(k, v);
+            cmd.env(k, v.replace("{dir}", &dir));
         }
         cmd
     }

@@ -21,15 +21,22 @@ impl Nginx {
     /// Starts nginx for `daemons`, serving `recordings` and proxying the WebSocket
     /// location to `ws_upstream`.
     pub fn start(daemons: &Daemons, ws_upstream: &str) -> Nginx {
-        Nginx::start_with(daemons, ws_upstream, None)
+        Nginx::start_with(daemons, ws_upstream, None, None, "nginx")
     }
 
-    /// As [`Nginx::start`], with a file of extra server-level directives.
-    pub fn start_with(daemons: &Daemons, ws_upstream: &str, include: Option<&Path>) -> Nginx {
+    /// As [`Nginx::start`], with a file of extra server-level directives, a
+    /// verifier upstream other than the configured one, and its own prefix name.
+    pub fn start_with(
+        daemons: &Daemons,
+        ws_upstream: &str,
+        include: Option<&Path>,
+        verifier: Option<&str>,
+        name: &str,
+    ) -> Nginx {
         let nginx = which("nginx").unwrap_or_else(|| {
             panic!("nginx is not installed: run deploy/test.sh, which installs nginx and libnginx-mod-nchan")
         });
-        let prefix = daemons.dir.path().join("nginx");
+        let prefix = daemons.dir.path().join(name);
         let recordings = daemons.dir.path().join("recordings");
         fs::create_dir_all(&prefix).unwrap();
         fs::create_dir_all(&recordings).unwrap();
@@ -55,6 +62,9 @@ impl Nginx {
         .collect();
         if let Some(include) = include {
             args.extend(["--include".to_owned(), include.display().to_string()]);
+        }
+        if let Some(verifier) = verifier {
+            args.extend(["--verifier".to_owned(), verifier.to_owned()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, conf) = daemons.admin(&args, "");

@@ -6,6 +6,7 @@
 mod hostile;
 mod signals;
 mod sources;
+mod unix;
 
 pub const USER: &str = "201";
 pub const PASSWORD: &str = "verifier-test-password";
