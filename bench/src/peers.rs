@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 
-use softphone_testkit::{free_port, pinned};
+use softphone_testkit::free_port;
+
+use crate::suite::spawn;
 
 const NGINX_CONF: &str = include_str!("../peers/nginx.conf.in");
 const PHP_FPM_CONF: &str = include_str!("../peers/php/php-fpm.conf.in");
@@ -102,16 +104,6 @@ pub fn start(
     let peers = Peers { addr, nginx, php };
     wait_ready(&peers, prefix)?;
     Ok(peers)
-}
-
-fn spawn(pin: Option<&str>, program: &Path, args: &[&str]) -> Result<Child, String> {
-    pinned(pin, program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", program.display()))
 }
 
 fn wait_ready(peers: &Peers, prefix: &Path) -> Result<(), String> {

@@ -166,7 +166,11 @@ impl Stack {
     }
 }
 
-fn spawn(pin: Option<&str>, program: &std::path::Path, args: &[&str]) -> Result<Child, String> {
+pub(crate) fn spawn(
+    pin: Option<&str>,
+    program: &std::path::Path,
+    args: &[&str],
+) -> Result<Child, String> {
     pinned(pin, program)
         .args(args)
         .stdin(Stdio::null())
@@ -202,6 +206,35 @@ fn plan(settings: &Settings, addr: SocketAddr, requests: Vec<Request>) -> Plan {
         schedule,
         judge: None,
     }
+}
+
+/// A GET of `path` that must answer 200.
+fn ok_get(path: &str) -> Request {
+    Request {
+        bytes: get(path, &[]),
+        expect: Some(200),
+    }
+}
+
+/// One request per live session: `path(access token)` with the token also in
+/// the `Authorization` header when `header` is set; each must answer 200.
+fn per_session(stack: &Stack, header: bool, path: impl Fn(&str) -> String) -> Vec<Request> {
+    stack
+        .sessions
+        .iter()
+        .map(|(access, _)| {
+            let bearer = format!("Bearer {access}");
+            let headers: &[(&str, &str)] = if header {
+                &[("Authorization", &bearer)]
+            } else {
+                &[]
+            };
+            Request {
+                bytes: get(&path(access), headers),
+                expect: Some(200),
+            }
+        })
+        .collect()
 }
 
 /// Runs a plan with a progress line on a terminal.
@@ -246,14 +279,7 @@ fn verifier_scenarios(
     stack: &Stack,
     report: &mut Report,
 ) -> Result<(), String> {
-    let valid: Vec<Request> = stack
-        .sessions
-        .iter()
-        .map(|(access, _)| Request {
-            bytes: get("/auth", &[("Authorization", &format!("Bearer {access}"))]),
-            expect: Some(200),
-        })
-        .collect();
+    let valid = per_session(stack, true, |_| "/auth".to_owned());
     // The floor gets the very same requests and answers them without any work.
     let floor = measure(
         "floor: bare may_minihttp",
@@ -457,14 +483,7 @@ fn media_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
     let nginx = stack.nginx.addr;
     let floor = measure(
         "floor: nginx static file",
-        &plan(
-            settings,
-            nginx,
-            vec![Request {
-                bytes: get("/bench/static.mp3", &[]),
-                expect: Some(200),
-            }],
-        ),
+        &plan(settings, nginx, vec![ok_get("/bench/static.mp3")]),
     )?;
     report.add(Row::new(
         "media-floor",
@@ -472,17 +491,9 @@ fn media_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
         None,
         &floor,
     ));
-    let requests = stack
-        .sessions
-        .iter()
-        .map(|(access, _)| Request {
-            bytes: get(
-                "/pbxcore/softphone/recordings/a.mp3",
-                &[("Authorization", &format!("Bearer {access}"))],
-            ),
-            expect: Some(200),
-        })
-        .collect();
+    let requests = per_session(stack, true, |_| {
+        "/pbxcore/softphone/recordings/a.mp3".to_owned()
+    });
     let outcome = measure("media: auth_request", &plan(settings, nginx, requests))?;
     let ratio = outcome.rate() / floor.rate();
     report.add(Row::new(
@@ -495,17 +506,9 @@ fn media_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
 
     // The same through the verifier's unix socket (nginx-unix renders it as
     // `server unix:...`); the same static file is its floor.
-    let unix_requests = stack
-        .sessions
-        .iter()
-        .map(|(access, _)| Request {
-            bytes: get(
-                "/pbxcore/softphone/recordings/a.mp3",
-                &[("Authorization", &format!("Bearer {access}"))],
-            ),
-            expect: Some(200),
-        })
-        .collect();
+    let unix_requests = per_session(stack, true, |_| {
+        "/pbxcore/softphone/recordings/a.mp3".to_owned()
+    });
     let unix = measure(
         "media: auth_request, unix",
         &plan(settings, stack.nginx_unix.addr, unix_requests),
@@ -555,14 +558,7 @@ fn peer_scenarios(
     };
     let floor = measure(
         "peer floor: nginx+lua static",
-        &plan(
-            settings,
-            peers.addr,
-            vec![Request {
-                bytes: get("/static.mp3", &[]),
-                expect: Some(200),
-            }],
-        ),
+        &plan(settings, peers.addr, vec![ok_get("/static.mp3")]),
     )?;
     report.add(Row::new(
         "peer-floor",
@@ -570,16 +566,6 @@ fn peer_scenarios(
         None,
         &floor,
     ));
-    let with_tokens = |path: &str| -> Vec<Request> {
-        stack
-            .sessions
-            .iter()
-            .map(|(access, _)| Request {
-                bytes: get(path, &[("Authorization", &format!("Bearer {access}"))]),
-                expect: Some(200),
-            })
-            .collect()
-    };
     // The baselines must really check: a tampered token and no token are refused.
     let (access, _) = &stack.sessions[0];
     let tampered = format!(
@@ -616,7 +602,11 @@ fn peer_scenarios(
             "/php.mp3",
         ),
     ] {
-        let mut p = plan(settings, peers.addr, with_tokens(path));
+        let mut p = plan(
+            settings,
+            peers.addr,
+            per_session(stack, true, |_| path.to_owned()),
+        );
         if scenario == "peer-php-fpm" {
             // PHP-FPM answers a few thousand a second; fewer connections keep its
             // queue (and the run) sane without changing its throughput.
@@ -665,14 +655,7 @@ fn nchan_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
     }
     let floor = measure(
         "floor: nchan without auth",
-        &plan(
-            settings,
-            nginx,
-            vec![Request {
-                bytes: get("/bench/sub-noauth/bench-lp", &[]),
-                expect: Some(200),
-            }],
-        ),
+        &plan(settings, nginx, vec![ok_get("/bench/sub-noauth/bench-lp")]),
     )?;
     report.add(Row::new(
         "nchan-floor",
@@ -680,14 +663,9 @@ fn nchan_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> R
         None,
         &floor,
     ));
-    let requests = stack
-        .sessions
-        .iter()
-        .map(|(access, _)| Request {
-            bytes: get(&format!("{BASE}/sub/bench-lp?authorization={access}"), &[]),
-            expect: Some(200),
-        })
-        .collect();
+    let requests = per_session(stack, false, |access| {
+        format!("{BASE}/sub/bench-lp?authorization={access}")
+    });
     let outcome = measure(
         "nchan: authorized subscribe",
         &plan(settings, nginx, requests),
@@ -707,14 +685,7 @@ fn issuer_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> 
     let d = &stack.daemons;
     let floor = measure(
         "floor: bare warp",
-        &plan(
-            settings,
-            stack.warp_addr,
-            vec![Request {
-                bytes: get("/", &[]),
-                expect: Some(200),
-            }],
-        ),
+        &plan(settings, stack.warp_addr, vec![ok_get("/")]),
     )?;
     report.add(Row::new(
         "issuer-floor",
@@ -862,14 +833,7 @@ fn generator_scenario(
     stack: &Stack,
     report: &mut Report,
 ) -> Result<(), String> {
-    let floor_plan = plan(
-        settings,
-        stack.bare_addr,
-        vec![Request {
-            bytes: get("/", &[]),
-            expect: Some(200),
-        }],
-    );
+    let floor_plan = plan(settings, stack.bare_addr, vec![ok_get("/")]);
     let before = procstat::cpu_time("self").map(|(own, _)| own);
     let ours = measure("generator: softphone-bench", &floor_plan)?;
     let after = procstat::cpu_time("self").map(|(own, _)| own);

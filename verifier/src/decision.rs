@@ -262,7 +262,7 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests {
-    use softphone_shared::store::{NewSession, RevokeReason, Store};
+    use softphone_shared::store::{RevokeReason, Store};
     use softphone_shared::token::Claims;
 
     use super::*;
@@ -277,18 +277,7 @@ mod tests {
         let key = keyfile::load_or_create(&key_path).unwrap();
         let now = 1_800_000_000;
         let mut store = Store::open(&db).unwrap();
-        store
-            .create_session(&NewSession {
-                sid: "sid-1",
-                user_id: 7,
-                username: "201",
-                role: "user",
-                cred_tag: "t",
-                created: now,
-                expires: now + 7200,
-                refresh_jti: "r",
-            })
-            .unwrap();
+        softphone_testkit::insert_session(&mut store, "sid-1", now);
         let token = token::sign(
             &Claims {
                 sub: 7,

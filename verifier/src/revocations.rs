@@ -208,24 +208,9 @@ impl Revocations {
 
 #[cfg(test)]
 mod tests {
-    use softphone_shared::store::{NewSession, RevokeReason};
+    use softphone_shared::store::RevokeReason;
 
     use super::*;
-
-    fn session(store: &mut Store, sid: &str, now: i64) {
-        store
-            .create_session(&NewSession {
-                sid,
-                user_id: 1,
-                username: "201",
-                role: "user",
-                cred_tag: "t",
-                created: now,
-                expires: now + 3600,
-                refresh_jti: "r",
-            })
-            .unwrap();
-    }
 
     /// A revocation committed just before the background upkeep runs must still
     /// be seen by the next request (a bug once let the upkeep mark the set
@@ -239,7 +224,7 @@ mod tests {
         let now = 1_800_000_000;
         let mut writer = Store::open(&db).unwrap();
         for i in 0..50 {
-            session(&mut writer, &format!("s{i}"), now);
+            softphone_testkit::insert_session(&mut writer, &format!("s{i}"), now);
         }
         let revocations = Revocations::open(&db, now, 30).unwrap();
         for i in 0..50 {
@@ -256,7 +241,7 @@ mod tests {
         }
         // With a memo, as cached tokens use it: still seen at once.
         let memo = Memo::default();
-        session(&mut writer, "memo", now);
+        softphone_testkit::insert_session(&mut writer, "memo", now);
         assert!(!revocations.is_revoked_memo("memo", &memo, now).unwrap());
         assert!(!revocations.is_revoked_memo("memo", &memo, now).unwrap());
         writer
@@ -264,7 +249,7 @@ mod tests {
             .unwrap();
         assert!(revocations.is_revoked_memo("memo", &memo, now).unwrap());
         // And without the upkeep: the epoch alone brings it in.
-        session(&mut writer, "last", now);
+        softphone_testkit::insert_session(&mut writer, "last", now);
         assert!(!revocations.is_revoked("last", now).unwrap());
         writer
             .revoke_session("last", RevokeReason::Logout, now)

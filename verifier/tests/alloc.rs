@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use softphone_shared::keyfile;
-use softphone_shared::store::{NewSession, RevokeReason, Store};
+use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::token::{self, Claims, TokenType};
 use softphone_shared::unix_now;
 use softphone_testkit::{CHECK, TestDir, free_port};
@@ -74,18 +74,7 @@ fn a_valid_token_costs_no_allocation_per_request() {
     let now = unix_now();
     let mut store = Store::open(&db_path).unwrap();
     for (sid, revoked) in [("live-session", false), ("dead-session", true)] {
-        store
-            .create_session(&NewSession {
-                sid,
-                user_id: 7,
-                username: "201",
-                role: "user",
-                cred_tag: "t",
-                created: now,
-                expires: now + 3600,
-                refresh_jti: "r",
-            })
-            .unwrap();
+        softphone_testkit::insert_session(&mut store, sid, now);
         if revoked {
             store
                 .revoke_session(sid, RevokeReason::Logout, now)

@@ -357,3 +357,20 @@ pub fn wait_healthy(addr: SocketAddr, path: &str, child: &mut Child) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A live session row for user 7, `201`, expiring an hour after `now`, for tests
+/// that exercise the store and the verifier in-process.
+pub fn insert_session(store: &mut softphone_shared::store::Store, sid: &str, now: i64) {
+    store
+        .create_session(&softphone_shared::store::NewSession {
+            sid,
+            user_id: 7,
+            username: "201",
+            role: "user",
+            cred_tag: "t",
+            created: now,
+            expires: now + 3600,
+            refresh_jti: "r",
+        })
+        .unwrap();
+}
