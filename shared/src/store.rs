@@ -208,16 +208,6 @@ impl Store {
         &self.epoch
     }
 
-    /// Re-maps the epoch file if it was deleted and re-created. Returns true when
-    /// it was, so the caller re-reads all revocations.
-    pub fn reopen_epoch_if_replaced(&mut self) -> Result<bool> {
-        if !self.epoch.replaced() {
-            return Ok(false);
-        }
-        self.epoch = Epoch::open(&Epoch::path_for(&self.path))?;
-        Ok(true)
-    }
-
     fn schema_version(&self) -> Result<i64> {
         Ok(self
             .conn
@@ -503,11 +493,6 @@ impl Store {
             self.epoch.bump();
         }
         Ok(revoked)
-    }
-
-    /// Gives direct access for tests and maintenance tools.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
     }
 }
 
