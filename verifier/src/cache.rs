@@ -4,13 +4,17 @@
 //!
 //! What is cached is only what full verification established (claims and the
 //! interned identity); expiry, revocation and type are still checked on every
-//! request. Entries are found by a keyed hash (random per process) of the
-//! signature and confirmed by comparing the whole token in constant time, so
-//! neither the lookup nor the comparison tells an attacker anything about the
-//! tokens we hold. A key reload empties the cache.
+//! request. Entries are found by the signature's first eight characters mixed
+//! with a random per-process value (signatures are HMAC outputs, and only
+//! verified tokens are ever inserted, so the map cannot be flooded with chosen
+//! keys) and confirmed by comparing the whole token in constant time, so neither
+//! the lookup nor the comparison tells an attacker anything about the tokens we
+//! hold. A key reload empties the cache.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+
+use nohash_hasher::BuildNoHashHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,8 +62,9 @@ struct Entry {
 
 #[derive(Default)]
 pub struct TokenCache {
-    keyed: RandomState,
-    entries: RwLock<HashMap<u64, Entry>>,
+    /// Random per process; mixed into every slot.
+    salt: u64,
+    entries: RwLock<HashMap<u64, Entry, BuildNoHashHasher<u64>>>,
     /// Bumped by [`TokenCache::clear`]: a verification that began before a key
     /// reload must not land in the cache after it.
     generation: AtomicU64,
@@ -75,12 +80,18 @@ impl std::fmt::Debug for TokenCache {
 
 impl TokenCache {
     pub fn new() -> TokenCache {
-        TokenCache::default()
+        TokenCache {
+            salt: RandomState::new().hash_one(0u8),
+            ..TokenCache::default()
+        }
     }
 
     fn slot(&self, token: &[u8]) -> u64 {
         let signature = token.rsplit(|&b| b == b'.').next().unwrap_or(token);
-        self.keyed.hash_one(signature)
+        let mut prefix = [0u8; 8];
+        let n = signature.len().min(8);
+        prefix[..n].copy_from_slice(&signature[..n]);
+        u64::from_le_bytes(prefix) ^ self.salt
     }
 
     /// Runs `f` on what is known about `token`, if it was verified before.
