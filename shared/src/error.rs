@@ -22,6 +22,12 @@ pub enum Error {
     },
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("database {path}: {source}")]
+    DbOpen {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("database {path}: schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew {
         path: PathBuf,

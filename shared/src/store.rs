@@ -152,6 +152,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the database for writing, creating it and running migrations.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_inner(path).map_err(|e| at(path, e))
+    }
+
+    fn open_inner(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -179,6 +183,10 @@ impl Store {
     /// Opens an existing database read-only (the verifier). The schema must already
     /// be one this build understands.
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        Store::open_read_only_inner(path).map_err(|e| at(path, e))
+    }
+
+    fn open_read_only_inner(path: &Path) -> Result<Store> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -493,6 +501,17 @@ impl Store {
             self.epoch.bump();
         }
         Ok(revoked)
+    }
+}
+
+/// Names the database file in an error that does not already.
+fn at(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Db(_) => Error::DbOpen {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        },
+        other => other,
     }
 }
 

@@ -6,6 +6,7 @@
 mod hostile;
 mod signals;
 mod sources;
+mod startup;
 mod unix;
 
 pub const USER: &str = "201";

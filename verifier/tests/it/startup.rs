@@ -1,0 +1,57 @@
+//! A broken key file or database stops the verifier with a message naming the
+//! file: it never starts without a key or without its revocation list.
+
+use std::process::Stdio;
+
+use softphone_testkit::Daemons;
+
+/// Runs the verifier against the fixture's data and returns (exit ok, stderr).
+fn run_verifier(d: &Daemons) -> (bool, String) {
+    let out = d
+        .command("softphone-verifier")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn broken_keys_and_databases_stop_it_with_a_clear_message() {
+    let mut d = Daemons::start("startup");
+    d.stop();
+    let key = d.data_dir().join("db/secret.key");
+    let db = d.data_dir().join("db/softphone.db");
+    let good_key = std::fs::read(&key).unwrap();
+
+    for (bad, why) in [(&b""[..], "empty"), (&b"0123456789abcdef"[..], "too short")] {
+        std::fs::write(&key, bad).unwrap();
+        let (ok, stderr) = run_verifier(&d);
+        assert!(!ok, "started with a key that is {why}");
+        assert!(
+            stderr.contains(&key.display().to_string()),
+            "{why}: {stderr}"
+        );
+    }
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    let (ok, stderr) = run_verifier(&d);
+    assert!(
+        !ok && stderr.contains(&key.display().to_string()),
+        "unreadable key: {stderr}"
+    );
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::write(&key, &good_key).unwrap();
+
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    let (ok, stderr) = run_verifier(&d);
+    assert!(!ok, "started on a corrupt database");
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+}
