@@ -22,7 +22,7 @@ pub enum Error {
     },
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("database {path}: {source}")]
+    #[error("{path}: {source}")]
     DbOpen {
         path: PathBuf,
         #[source]
