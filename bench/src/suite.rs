@@ -96,10 +96,22 @@ impl Stack {
         let daemons = Daemons::start_with(
             "bench",
             Options {
-                env: vec![(
-                    "SOFTPHONE_VERIFIER_SOCKET".to_owned(),
-                    "{dir}/run/verifier.sock".to_owned(),
-                )],
+                env: vec![
+                    (
+                        "SOFTPHONE_VERIFIER_SOCKET".to_owned(),
+                        "{dir}/run/verifier.sock".to_owned(),
+                    ),
+                    // The enumeration scenario sends thousands of failed logins
+                    // for one user: measure the hash, not the throttle's 429.
+                    (
+                        "SOFTPHONE_LOGIN_MAX_FAILURES".to_owned(),
+                        "1000000".to_owned(),
+                    ),
+                    (
+                        "SOFTPHONE_LOGIN_USER_CEILING".to_owned(),
+                        "1000000".to_owned(),
+                    ),
+                ],
                 pin: pin.clone(),
             },
         );
@@ -765,6 +777,46 @@ fn issuer_scenarios(settings: &Settings, stack: &Stack, report: &mut Report) -> 
         "one hash costs {hash_ms:.0} ms on the load generator's core"
     ));
     report.add(row);
+
+    // User enumeration: an unknown user and a wrong password must take the
+    // same time (the unknown one is hashed against a dummy).
+    let mut medians = Vec::new();
+    for (scenario, label, username) in [
+        (
+            "issuer-login-wrong",
+            "POST login, existing user, wrong password",
+            USER,
+        ),
+        (
+            "issuer-login-unknown",
+            "POST login, unknown user",
+            "no-such-user",
+        ),
+    ] {
+        let body = format!(r#"{{"username":"{username}","password":"not-the-password"}}"#);
+        let mut p = plan(
+            settings,
+            d.issuer,
+            vec![Request {
+                bytes: softphone_testkit::http::build(
+                    "POST",
+                    &format!("{BASE}/auth/login"),
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                ),
+                expect: Some(401),
+            }],
+        );
+        p.connections = 1;
+        let outcome = measure(scenario, &p)?;
+        medians.push(outcome.percentile_ms(0.5));
+        report.add(Row::new(scenario, label, None, &outcome));
+    }
+    report.target(Target::at_most(
+        "login median, |unknown user / wrong password - 1|",
+        (medians[1] / medians[0].max(0.001) - 1.0).abs(),
+        0.05,
+    ));
 
     // Profile while 64 connections flood logins with wrong passwords from many
     // (username, address) pairs, so the throttle does not simply answer 429.

@@ -37,6 +37,8 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "issuer-profile",
         "issuer-refresh",
         "issuer-login",
+        "issuer-login-wrong",
+        "issuer-login-unknown",
         "issuer-profile-flood",
         "generator-ours",
         "peer-floor",
