@@ -50,6 +50,12 @@ const MIGRATIONS: &[&str] = &[
         created       INTEGER NOT NULL,
         updated       INTEGER NOT NULL
     ) STRICT;",
+    // 2: every change a verifier must learn of (a new session, a longer life, a
+    // revocation) takes a number from the same sequence as revocations, so the
+    // verifier knows every live session, not only the revoked ones.
+    "ALTER TABLE sessions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET change_seq = COALESCE(revoked_seq, 0);
+    CREATE INDEX sessions_change ON sessions (change_seq);",
 ];
 
 /// Why a session was revoked, recorded in the row for operators.
@@ -118,11 +124,13 @@ pub enum Rotation {
     Invalid,
 }
 
-/// A revoked session as the verifier needs it.
+/// A session as the verifier needs it: whether it may be used, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
+pub struct SessionState {
     pub sid: String,
     pub expires: i64,
+    pub revoked: bool,
+    /// Position in the change sequence.
     pub seq: i64,
 }
 
@@ -245,12 +253,20 @@ impl Store {
 
     // ----- sessions -------------------------------------------------------------
 
+    /// Records a new session; verifiers learn of it before this returns (the
+    /// epoch is bumped after the commit).
     pub fn create_session(&mut self, s: &NewSession<'_>) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO sessions (sid, user_id, username, role, cred_tag, created, expires, refresh_cur)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![s.sid, s.user_id, s.username, s.role, s.cred_tag, s.created, s.expires, s.refresh_jti],
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seq = next_seq(&tx)?;
+        tx.execute(
+            "INSERT INTO sessions (sid, user_id, username, role, cred_tag, created, expires, refresh_cur, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![s.sid, s.user_id, s.username, s.role, s.cred_tag, s.created, s.expires, s.refresh_jti, seq],
         )?;
+        tx.commit()?;
+        self.epoch.bump();
         Ok(())
     }
 
@@ -310,15 +326,16 @@ impl Store {
             // the one that may still be retried.
             tx.execute(
                 "UPDATE sessions SET refresh_prev = refresh_cur, refresh_cur = ?2,
-                        generation = generation + 1, expires = MAX(expires, ?3)
+                        generation = generation + 1, expires = MAX(expires, ?3), change_seq = ?4
                  WHERE sid = ?1",
-                params![sid, new_jti, new_expires],
+                params![sid, new_jti, new_expires, next_seq(&tx)?],
             )?;
         } else if previous.as_deref() == Some(presented_jti) {
             // The app lost our last answer and retries: replace the unused successor.
             tx.execute(
-                "UPDATE sessions SET refresh_cur = ?2, expires = MAX(expires, ?3) WHERE sid = ?1",
-                params![sid, new_jti, new_expires],
+                "UPDATE sessions SET refresh_cur = ?2, expires = MAX(expires, ?3), change_seq = ?4
+                 WHERE sid = ?1",
+                params![sid, new_jti, new_expires, next_seq(&tx)?],
             )?;
         } else {
             revoke_in(&tx, "sid = ?1", [sid], RevokeReason::RefreshReuse, now)?;
@@ -327,6 +344,8 @@ impl Store {
             return Ok(Rotation::ReuseDetected);
         }
         tx.commit()?;
+        // The session lives longer now: verifiers must not forget it too early.
+        self.epoch.bump();
         match self.session(sid)? {
             Some(session) => Ok(Rotation::Rotated(session)),
             None => Ok(Rotation::Invalid),
@@ -386,18 +405,20 @@ impl Store {
         )?)
     }
 
-    /// Revoked sessions with a sequence number above `after`, oldest first.
-    pub fn revocations_since(&self, after: i64, now: i64) -> Result<Vec<Revocation>> {
+    /// Sessions changed (created, extended or revoked) after sequence number
+    /// `after` and not expired before `now`, oldest change first.
+    pub fn changes_since(&self, after: i64, now: i64) -> Result<Vec<SessionState>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT sid, expires, revoked_seq FROM sessions
-             WHERE revoked_seq > ?1 AND expires >= ?2 ORDER BY revoked_seq",
+            "SELECT sid, expires, revoked_seq IS NOT NULL, change_seq FROM sessions
+             WHERE change_seq > ?1 AND expires >= ?2 ORDER BY change_seq",
         )?;
         let rows = stmt
             .query_map([after, now], |r| {
-                Ok(Revocation {
+                Ok(SessionState {
                     sid: r.get(0)?,
                     expires: r.get(1)?,
-                    seq: r.get(2)?,
+                    revoked: r.get(2)?,
+                    seq: r.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -515,6 +536,15 @@ fn at(path: &Path, e: Error) -> Error {
     }
 }
 
+/// Takes the next number of the change sequence.
+fn next_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64> {
+    Ok(tx.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq' RETURNING value",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Marks the matching active sessions revoked under one new sequence number.
 fn revoke_in(
     tx: &rusqlite::Transaction<'_>,
@@ -523,13 +553,9 @@ fn revoke_in(
     reason: RevokeReason,
     now: i64,
 ) -> Result<usize> {
-    let seq: i64 = tx.query_row(
-        "UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+    let seq = next_seq(tx)?;
     let sql = format!(
-        "UPDATE sessions SET revoked_seq = ?2, revoked_at = ?3, revoke_reason = ?4
+        "UPDATE sessions SET revoked_seq = ?2, change_seq = ?2, revoked_at = ?3, revoke_reason = ?4
          WHERE {filter} AND revoked_seq IS NULL"
     );
     Ok(tx.execute(&sql, params![value[0], seq, now, reason.as_str()])?)
@@ -564,4 +590,50 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         disabled: r.get(4)?,
         created: r.get(5)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made by schema 1 is upgraded in place, and the verifier's view
+    /// of it (every live session, revoked or not) is right afterwards.
+    #[test]
+    fn schema_1_databases_upgrade() {
+        let dir = std::env::temp_dir().join(format!("softphone-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("softphone.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO sessions (sid, user_id, username, role, cred_tag, created, expires, refresh_cur, revoked_seq)
+                 VALUES ('live', 1, '201', 'user', 't', 100, 5000, 'r', NULL),
+                        ('dead', 1, '201', 'user', 't', 100, 5000, 'r', 1);
+                 UPDATE meta SET value = 1 WHERE key = 'revoke_seq';",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let mut states = store.changes_since(-1, 1000).unwrap();
+        states.sort_by(|a, b| a.sid.cmp(&b.sid));
+        assert_eq!(
+            states
+                .iter()
+                .map(|s| (s.sid.as_str(), s.revoked))
+                .collect::<Vec<_>>(),
+            vec![("dead", true), ("live", false)]
+        );
+        // New changes come after the old ones.
+        store
+            .revoke_session("live", RevokeReason::Logout, 1000)
+            .unwrap();
+        let after = store.changes_since(1, 1000).unwrap();
+        assert_eq!(after.len(), 1);
+        assert!(after[0].revoked && after[0].seq > 1);
+        assert!(Store::open_read_only(&path).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

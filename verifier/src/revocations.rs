@@ -1,8 +1,13 @@
-//! Revoked sessions, in memory, kept in step with the database through the epoch.
+//! The sessions a token may belong to, in memory, kept in step with the database
+//! through the epoch: every session that exists and has not expired, with
+//! whether it was revoked. A validly signed token of a session the database does
+//! not know (purged, or minted with a leaked key) is refused like a revoked one,
+//! as the issuer refuses it.
 //!
-//! Per request: one atomic load of the shared epoch and one hash lookup. Only when
-//! the epoch moved does a request read the new revocations from SQLite (a few
-//! rows), so a logout is refused from the very next request after its 200.
+//! Per request: one atomic load of the shared epoch and, for a token not seen
+//! before, one hash lookup. Only when the epoch moved (a login, a refresh, a
+//! revocation) does a request read the changed rows from SQLite, so a logout is
+//! refused from the very next request after its 200.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +19,7 @@ use softphone_shared::store::Store;
 
 use crate::Result;
 
-/// "Not revoked as of set version N", kept with a cached token.
+/// "Known and not revoked as of set version N", kept with a cached token.
 #[derive(Debug, Default)]
 pub struct Memo(AtomicU64);
 
@@ -37,8 +42,9 @@ pub struct Revocations {
     direct: AtomicBool,
     /// Reading revocations failed last time (reported once, not per request).
     failing: AtomicBool,
-    revoked: RwLock<HashMap<Box<str>, i64>>,
-    /// Bumped after every insertion into `revoked`; starts at 1 so a fresh
+    /// sid → (expires, revoked).
+    sessions: RwLock<HashMap<Box<str>, (i64, bool)>>,
+    /// Bumped after every change to `sessions`; starts at 1 so a fresh
     /// [`Memo`] (0) never matches.
     version: AtomicU64,
     reader: Mutex<Reader>,
@@ -66,9 +72,12 @@ impl Revocations {
             epoch,
             direct: AtomicBool::new(false),
             failing: AtomicBool::new(false),
-            revoked: RwLock::new(HashMap::new()),
+            sessions: RwLock::new(HashMap::new()),
             version: AtomicU64::new(1),
-            reader: Mutex::new(Reader { store, last_seq: 0 }),
+            reader: Mutex::new(Reader {
+                store,
+                last_seq: -1,
+            }),
             db_path: db_path.to_path_buf(),
             leeway,
         };
@@ -76,14 +85,14 @@ impl Revocations {
         Ok(revocations)
     }
 
-    /// Whether `sid` is revoked, bringing the list up to date first if the epoch
-    /// moved.
+    /// Whether a token of `sid` must be refused: the session was revoked, or is
+    /// not known at all. Brings the list up to date first if the epoch moved.
     pub fn is_revoked(&self, sid: &str, now: i64) -> Result<bool, Unavailable> {
         self.is_revoked_memo(sid, &Memo::default(), now)
     }
 
     /// As [`is_revoked`](Self::is_revoked), remembering in `memo` (kept with a
-    /// cached token) that `sid` was not revoked as of the set's current version:
+    /// cached token) that `sid` was usable as of the set's current version:
     /// while nothing is pending and the set has not changed since, the answer
     /// needs no lookup at all.
     pub fn is_revoked_memo(&self, sid: &str, memo: &Memo, now: i64) -> Result<bool, Unavailable> {
@@ -98,8 +107,8 @@ impl Revocations {
         // Read the version before the set: an insertion racing with us bumps it
         // after inserting, so a stale memo can only cause another lookup.
         let version = self.version.load(Ordering::Acquire);
-        let revoked = match self.revoked.read() {
-            Ok(set) => set.contains_key(sid),
+        let revoked = match self.sessions.read() {
+            Ok(sessions) => sessions.get(sid).is_none_or(|&(_, revoked)| revoked),
             Err(_) => return Err(Unavailable),
         };
         if !revoked {
@@ -153,15 +162,15 @@ impl Revocations {
         }
         let fresh = reader
             .store
-            .revocations_since(reader.last_seq, now.saturating_sub(self.leeway))?;
+            .changes_since(reader.last_seq, now.saturating_sub(self.leeway))?;
         if let Some(last) = fresh.last() {
             reader.last_seq = last.seq;
             let mut set = self
-                .revoked
+                .sessions
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for r in fresh {
-                set.insert(r.sid.into_boxed_str(), r.expires);
+                set.insert(r.sid.into_boxed_str(), (r.expires, r.revoked));
             }
             self.version.fetch_add(1, Ordering::AcqRel);
         }
@@ -173,8 +182,8 @@ impl Revocations {
     /// have expired, notice a replaced epoch file, and re-read from the database
     /// even without a bump (a safety net for hand edits).
     pub fn maintain(&self, now: i64) {
-        if let Ok(mut set) = self.revoked.write() {
-            set.retain(|_, expires| expires.saturating_add(self.leeway) >= now);
+        if let Ok(mut set) = self.sessions.write() {
+            set.retain(|_, (expires, _)| expires.saturating_add(self.leeway) >= now);
         }
         if self.epoch.replaced() && !self.direct.swap(true, Ordering::Relaxed) {
             eprintln!(
@@ -198,7 +207,7 @@ impl Revocations {
     }
 
     pub fn len(&self) -> usize {
-        self.revoked.read().map(|s| s.len()).unwrap_or(0)
+        self.sessions.read().map(|s| s.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -239,6 +248,8 @@ mod tests {
                 "revocation of {sid} hidden"
             );
         }
+        // A session the database does not know is refused.
+        assert!(revocations.is_revoked("never-created", now).unwrap());
         // With a memo, as cached tokens use it: still seen at once.
         let memo = Memo::default();
         softphone_testkit::insert_session(&mut writer, "memo", now);

@@ -3,6 +3,7 @@
 //! itself.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod hostile;
 mod signals;
 mod sources;
