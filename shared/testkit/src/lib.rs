@@ -299,6 +299,13 @@ impl Daemons {
         }
     }
 
+    /// `kill -9` the issuer (and reap it).
+    pub fn kill_issuer(&mut self) {
+        if let Some(child) = self.issuer_child.take() {
+            kill(child);
+        }
+    }
+
     pub fn stop(&mut self) {
         for child in [self.issuer_child.take(), self.verifier_child.take()]
             .into_iter()
