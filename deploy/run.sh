@@ -41,6 +41,7 @@ fi
     --prefix "$data/nginx" \
     --recordings "$data/recordings" \
     --access-log "$data/log/nginx-access.log" \
+    --error-log "$data/nginx/error.log" \
     --ws-upstream "${SOFTPHONE_WS_UPSTREAM:-http://127.0.0.1:8088/asterisk/ws}" \
     > "$data/nginx/nginx.conf"
 nginx_args=(-p "$data/nginx" -c "$data/nginx/nginx.conf" -e "$data/nginx/error.log")

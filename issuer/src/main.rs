@@ -50,6 +50,9 @@ struct NginxArgs {
     /// Access log path (the log format masks query strings)
     #[arg(long, default_value = "/var/log/nginx/softphone-access.log")]
     access_log: String,
+    /// Error log of the locations whose URLs carry tokens (level crit)
+    #[arg(long, default_value = "/var/log/nginx/softphone-error.log")]
+    error_log: String,
     /// nginx prefix for pid, error log and temp files (main)
     #[arg(long, default_value = "/var/lib/softphone-backend/nginx")]
     prefix: PathBuf,
@@ -153,6 +156,7 @@ fn run(args: Args) -> Result<()> {
                 recordings: a.recordings,
                 ws_upstream: a.ws_upstream,
                 access_log: a.access_log,
+                error_log: a.error_log,
                 prefix: a.prefix,
                 workers: a.workers,
                 include: a.include,

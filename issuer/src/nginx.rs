@@ -38,6 +38,8 @@ pub struct Params {
     /// Where `/pbxcore/softphone/ws` goes: Asterisk's HTTP server on a PBX.
     pub ws_upstream: String,
     pub access_log: String,
+    /// Error log of the token-carrying locations (they log only `crit`).
+    pub error_log: String,
     /// nginx prefix for the `main` form: pid, error log, temp directories.
     pub prefix: PathBuf,
     pub workers: String,
@@ -58,6 +60,7 @@ impl Params {
             recordings: "/var/spool/asterisk/monitor".into(),
             ws_upstream: "http://127.0.0.1:8088/asterisk/ws".into(),
             access_log: "/var/log/nginx/softphone-access.log".into(),
+            error_log: "/var/log/nginx/softphone-error.log".into(),
             prefix: "/var/lib/softphone-backend/nginx".into(),
             workers: "auto".into(),
             include: None,
@@ -71,6 +74,7 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
         ("verifier", p.verifier.as_str()),
         ("ws_upstream", p.ws_upstream.as_str()),
         ("access_log", p.access_log.as_str()),
+        ("error_log", p.error_log.as_str()),
         ("workers", p.workers.as_str()),
     ] {
         check_value(name, value)?;
@@ -103,6 +107,7 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
             .replace("{{recordings}}", &p.recordings.display().to_string())
             .replace("{{ws_upstream}}", &p.ws_upstream)
             .replace("{{access_log}}", &p.access_log)
+            .replace("{{error_log}}", &p.error_log)
             .replace("{{prefix}}", &p.prefix.display().to_string())
             .replace("{{workers}}", &p.workers)
     };

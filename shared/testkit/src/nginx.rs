@@ -52,6 +52,8 @@ impl Nginx {
             recordings.to_str().unwrap(),
             "--access-log",
             prefix.join("access.log").to_str().unwrap(),
+            "--error-log",
+            prefix.join("error.log").to_str().unwrap(),
             "--ws-upstream",
             ws_upstream,
             "--workers",

@@ -128,3 +128,43 @@ fn the_api_through_nginx_keeps_the_contract() {
     );
     assert_no_secrets(&d, &nginx, &[]);
 }
+
+/// With the verifier down, token-carrying URLs fail closed (5xx, never the file)
+/// and nginx's error log, which prints request lines, still gets no token.
+#[test]
+fn a_verifier_outage_fails_closed_and_leaks_no_token() {
+    let (mut d, nginx) = stack("outage", "http://127.0.0.1:9/");
+    std::fs::write(nginx.recordings.join("call-2.mp3"), b"audio").unwrap();
+    let (access, _) = d.tokens(USER, PASSWORD);
+    assert_eq!(
+        request(
+            nginx.addr,
+            "GET",
+            &format!("{MEDIA}/call-2.mp3?token={access}"),
+            &[],
+            b""
+        )
+        .status,
+        200
+    );
+    let verifier = d.verifier_child();
+    verifier.kill().unwrap();
+    verifier.wait().unwrap();
+
+    for path in [
+        format!("{MEDIA}/call-2.mp3?token={access}"),
+        format!("{BASE}/check-media-access?token={access}"),
+        format!("{BASE}/sub/users-state?authorization={access}"),
+        format!("/pbxcore/softphone/ws?token={access}"),
+    ] {
+        let r = request(nginx.addr, "GET", &path, &[], b"");
+        assert!(r.status >= 500, "{path}: {}", r.status);
+        assert!(!r.text().contains("audio"));
+    }
+    let errors = nginx.error_log();
+    assert!(
+        !errors.contains(&access) && !errors.contains("eyJ"),
+        "{errors}"
+    );
+    assert!(!nginx.access_log().contains("eyJ"));
+}
