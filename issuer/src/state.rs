@@ -114,6 +114,16 @@ impl App {
         Ok(notes)
     }
 
+    /// Re-reads the key file alone (it changed on disk). On failure the old key
+    /// stays in use.
+    pub fn reload_key(&self) -> Result<()> {
+        let key = keyfile::load(&self.config().key_file)?;
+        if let Ok(mut slot) = self.key.write() {
+            *slot = Arc::new(key);
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the writer connection, off the async threads.
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where

@@ -131,6 +131,43 @@ fn create(path: &Path) -> Result<()> {
     }
 }
 
+/// Notices a key file replaced or rewritten (rotation by hand or by a tool),
+/// so the daemons reload it within a second without waiting for SIGHUP.
+#[derive(Debug)]
+pub struct KeyWatch {
+    path: PathBuf,
+    last: Option<Stamp>,
+}
+
+/// What identifies one version of the file: inode, size and modification time.
+type Stamp = (u64, u64, u64, std::time::SystemTime);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
+}
+
+impl KeyWatch {
+    /// Starts watching `path` as it is now.
+    pub fn new(path: &Path) -> KeyWatch {
+        KeyWatch {
+            path: path.to_path_buf(),
+            last: stamp(path),
+        }
+    }
+
+    /// True once per change of the file since the last call.
+    pub fn changed(&mut self) -> bool {
+        let now = stamp(&self.path);
+        if now == self.last {
+            return false;
+        }
+        self.last = now;
+        true
+    }
+}
+
 /// Writes a warning when the key file can be read by others than its owner.
 pub fn permission_warning(path: &Path) -> Option<String> {
     let mode = fs::metadata(path).ok()?.permissions().mode();
@@ -210,6 +247,23 @@ mod tests {
         let as_dir = dir.join("a-directory.key");
         fs::create_dir_all(&as_dir).ok();
         assert!(load_or_create(&as_dir).is_err());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_rewritten_or_replaced_key_file_is_noticed_once() {
+        let dir = tempdir();
+        let path = dir.join("secret.key");
+        fs::write(&path, "a".repeat(64)).unwrap();
+        let mut watch = KeyWatch::new(&path);
+        assert!(!watch.changed());
+        let tmp = dir.join("new.key");
+        fs::write(&tmp, "b".repeat(64)).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        assert!(watch.changed());
+        assert!(!watch.changed());
+        fs::write(&path, "c".repeat(65)).unwrap();
+        assert!(watch.changed());
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
-use softphone_shared::keyfile::{self, Key};
+use softphone_shared::keyfile::{self, Key, KeyWatch};
 use softphone_shared::seclog::{Event, SecurityLog};
 use softphone_shared::token::{self, PAYLOAD_BUF, TokenError, TokenType, Validation};
 
@@ -79,6 +79,7 @@ pub struct Verifier {
     revocations: Revocations,
     identities: Identities,
     cache: TokenCache,
+    key_watch: Mutex<KeyWatch>,
     log: Option<SecurityLog>,
 }
 
@@ -102,6 +103,7 @@ impl Verifier {
     ) -> Verifier {
         Verifier {
             key: RwLock::new(key),
+            key_watch: Mutex::new(KeyWatch::new(&key_path)),
             key_path,
             leeway,
             revocations,
@@ -236,10 +238,20 @@ impl Verifier {
         }
     }
 
-    /// Background upkeep, about once a second.
+    /// Background upkeep, about once a second: revocations, the token cache,
+    /// and a key file changed on disk (reloaded as on SIGHUP).
     pub fn maintain(&self, now: i64) {
         self.revocations.maintain(now);
         self.cache.prune(now, self.leeway);
+        let changed = self.key_watch.lock().is_ok_and(|mut w| w.changed());
+        if changed {
+            match self.reload_key() {
+                Ok(()) => eprintln!("softphone-verifier: key file changed: reloaded"),
+                Err(e) => eprintln!(
+                    "softphone-verifier: key file changed but unusable, keeping the old key: {e}"
+                ),
+            }
+        }
     }
 
     #[cold]

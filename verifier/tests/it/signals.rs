@@ -63,5 +63,50 @@ fn sighup_loads_a_new_key_and_sigterm_exits_zero() {
     assert!(wait_exit(d.issuer_child()).success());
     let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
     assert!(stderr.contains("keeping the old key"), "{stderr}");
+    // (The clean-log check compares against the key file: put the real one back.)
+    std::fs::write(&key_path, "e".repeat(64)).unwrap();
+    d.assert_logs_clean(&[PASSWORD]);
+}
+
+#[test]
+fn a_key_file_changed_on_disk_is_picked_up_within_a_second_or_so() {
+    let (d, old_access, _) = logged_in("key-watch");
+    let key_path = d.data_dir().join("db/secret.key");
+    let tmp = d.data_dir().join("db/secret.key.new");
+    std::fs::write(&tmp, "e".repeat(64)).unwrap();
+    std::fs::rename(&tmp, &key_path).unwrap();
+    let changed_at = Instant::now();
+    while d.check(Some(&old_access)).status != 401 {
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(5),
+            "verifier kept the old key"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verifier_took = changed_at.elapsed();
+    let new_access = loop {
+        let (access, _) = d.tokens(USER, PASSWORD);
+        if d.check(Some(&access)).status == 200 {
+            break access;
+        }
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(5),
+            "issuer kept the old key"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(d.issuer_get("/profile", Some(&new_access)).status, 200);
+    assert!(
+        verifier_took < Duration::from_millis(2500),
+        "{verifier_took:?}"
+    );
+    // A broken replacement keeps the running key.
+    std::fs::write(&key_path, "short").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.check(Some(&new_access)).status, 200);
+    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    assert!(stderr.contains("keeping the old key"), "{stderr}");
+    // (The clean-log check compares against the key file: put the real one back.)
+    std::fs::write(&key_path, "e".repeat(64)).unwrap();
     d.assert_logs_clean(&[PASSWORD]);
 }
