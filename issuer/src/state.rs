@@ -167,7 +167,7 @@ where
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             // Database messages name tables and constraints, never values.
-            eprintln!("softphone-issuer: database: {e}");
+            eprintln!("softphone-issuer: {e}");
             Err(ApiError::Internal)
         }
         Err(e) => {

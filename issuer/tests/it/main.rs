@@ -5,6 +5,7 @@
 
 mod admin;
 mod bad_input;
+mod disk_full;
 mod durability;
 mod flow;
 mod mikopbx;
