@@ -142,3 +142,45 @@ fn unknown_paths_are_404_and_health_answers() {
     assert_eq!(r.status, 200);
     d.assert_logs_clean(&[crate::PASSWORD, &access]);
 }
+
+#[test]
+fn five_thousand_idle_connections_do_not_lock_out_valid_clients() {
+    let (mut d, access, _) = logged_in("idle-connections");
+    let idle: Vec<std::net::TcpStream> = (0..5000)
+        .map(|i| {
+            std::net::TcpStream::connect(d.verifier)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    // Half of them send half a request head and stall.
+    for mut conn in idle.iter().step_by(2) {
+        let _ = std::io::Write::write_all(&mut conn, b"GET /auth HTTP/1.1\r\nAuthoriz");
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(d.check(Some(&access)).status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // An idle connection still works when it finally speaks.
+    let mut late = &idle[1];
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(
+        &mut late,
+        &build(
+            "GET",
+            CHECK,
+            &[("Authorization", &format!("Bearer {access}"))],
+            b"",
+        ),
+    )
+    .unwrap();
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut late, &mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    drop(idle);
+    assert_still_serving(&mut d, &access);
+}
