@@ -110,3 +110,54 @@ fn a_key_file_changed_on_disk_is_picked_up_within_a_second_or_so() {
     std::fs::write(&key_path, "e".repeat(64)).unwrap();
     d.assert_logs_clean(&[PASSWORD]);
 }
+
+#[test]
+fn sighup_under_load_never_refuses_a_valid_token_nor_errs() {
+    let (mut d, access, refresh) = logged_in("hup-under-load");
+    let pid = d.verifier_child().id();
+    let addr = d.verifier;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = std::sync::Arc::clone(&stop);
+            let (token, expect) = if i == 3 {
+                (refresh.clone(), 403)
+            } else {
+                (access.clone(), 200)
+            };
+            std::thread::spawn(move || {
+                let mut conn = softphone_testkit::http::Conn::open(addr).unwrap();
+                let request = softphone_testkit::http::build(
+                    "GET",
+                    softphone_testkit::CHECK,
+                    &[("Authorization", &format!("Bearer {token}"))],
+                    b"",
+                );
+                let (mut ok, mut wrong) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    conn.send(&request).unwrap();
+                    let status = conn.read_response().unwrap().status;
+                    if status == expect {
+                        ok += 1
+                    } else {
+                        wrong += 1
+                    }
+                }
+                (ok, wrong)
+            })
+        })
+        .collect();
+    for _ in 0..30 {
+        signal(pid, "HUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut wrong) = (0, 0);
+    for w in workers {
+        let (o, x) = w.join().unwrap();
+        ok += o;
+        wrong += x;
+    }
+    assert!(ok > 1000, "only {ok} answers");
+    assert_eq!(wrong, 0, "{wrong} wrong answers out of {}", ok + wrong);
+}
