@@ -184,3 +184,24 @@ fn five_thousand_idle_connections_do_not_lock_out_valid_clients() {
     drop(idle);
     assert_still_serving(&mut d, &access);
 }
+
+/// The epoch file deleted under the running daemons: the verifier notices within
+/// a second and asks the database on every request instead, so logouts still
+/// take effect at once.
+#[test]
+fn a_deleted_epoch_file_falls_back_to_asking_the_database() {
+    let (d, access, _) = logged_in("epoch-deleted");
+    std::fs::remove_file(d.data_dir().join("db/softphone.db-epoch")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.check(Some(&access)).status, 200);
+    let (second, _) = d.tokens(crate::USER, crate::PASSWORD);
+    assert_eq!(d.check(Some(&second)).status, 200);
+    assert_eq!(d.issuer_post("/auth/logout", Some(&access)).status, 200);
+    assert_eq!(d.check(Some(&access)).status, 401);
+    assert_eq!(d.check(Some(&second)).status, 200);
+    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    assert!(
+        stderr.contains("checking every request against the database"),
+        "{stderr}"
+    );
+}
