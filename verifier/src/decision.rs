@@ -275,7 +275,6 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use softphone_shared::store::{RevokeReason, Store};
-    use softphone_shared::token::Claims;
 
     use super::*;
 
@@ -290,20 +289,7 @@ mod tests {
         let now = 1_800_000_000;
         let mut store = Store::open(&db).unwrap();
         softphone_testkit::insert_session(&mut store, "sid-1", now);
-        let token = token::sign(
-            &Claims {
-                sub: 7,
-                username: "201",
-                role: "user",
-                iat: now,
-                exp: now + 3600,
-                kind: TokenType::Access,
-                sid: "sid-1",
-                jti: "j",
-                nbf: None,
-            },
-            &key,
-        );
+        let token = softphone_testkit::access_token(&key, "sid-1", now);
         let revocations = Revocations::open(&db, now, 30).unwrap();
         let verifier = Verifier::new(key, key_path, 30, revocations, None);
         let auth = format!("Bearer {token}");

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use softphone_shared::keyfile;
 use softphone_shared::store::{RevokeReason, Store};
-use softphone_shared::token::{self, Claims, TokenType};
 use softphone_shared::unix_now;
 use softphone_testkit::{CHECK, TestDir, free_port};
 use softphone_verifier::decision::Verifier;
@@ -81,19 +80,8 @@ fn a_valid_token_costs_no_allocation_per_request() {
                 .unwrap();
         }
     }
-    let claims = |sid| Claims {
-        sub: 7,
-        username: "201",
-        role: "user",
-        iat: now,
-        exp: now + 3600,
-        kind: TokenType::Access,
-        sid,
-        jti: "jti",
-        nbf: None,
-    };
-    let valid = token::sign(&claims("live-session"), &key);
-    let revoked = token::sign(&claims("dead-session"), &key);
+    let valid = softphone_testkit::access_token(&key, "live-session", now);
+    let revoked = softphone_testkit::access_token(&key, "dead-session", now);
 
     let revocations = Revocations::open(&db_path, now, 30).unwrap();
     assert_eq!(

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use softphone_shared::keyfile;
 use softphone_shared::store::Store;
-use softphone_shared::token::{self, Claims, TokenType};
 use softphone_testkit::{BASE, Daemons, http};
 
 const ITERATIONS: usize = 200;
@@ -22,18 +21,8 @@ fn logouts_answered_200_survive_kill_9() {
         .map(|i| {
             let sid = format!("durability-{i:04}");
             softphone_testkit::insert_session(&mut store, &sid, now);
-            let claims = Claims {
-                sub: 7,
-                username: "201",
-                role: "user",
-                iat: now,
-                exp: now + 3600,
-                kind: TokenType::Access,
-                sid: &sid,
-                jti: "j",
-                nbf: None,
-            };
-            (sid.clone(), token::sign(&claims, &key))
+            let token = softphone_testkit::access_token(&key, &sid, now);
+            (sid, token)
         })
         .collect();
     // (Creating a session bumps the epoch: the verifier knows them already.)

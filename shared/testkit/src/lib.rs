@@ -381,3 +381,22 @@ pub fn insert_session(store: &mut softphone_shared::store::Store, sid: &str, now
         })
         .unwrap();
 }
+
+/// An access token for the session [`insert_session`] makes (user 7, `201`),
+/// valid for an hour from `now`.
+pub fn access_token(key: &softphone_shared::keyfile::Key, sid: &str, now: i64) -> String {
+    softphone_shared::token::sign(
+        &softphone_shared::token::Claims {
+            sub: 7,
+            username: "201",
+            role: "user",
+            iat: now,
+            exp: now + 3600,
+            kind: softphone_shared::token::TokenType::Access,
+            sid,
+            jti: "j",
+            nbf: None,
+        },
+        key,
+    )
+}
