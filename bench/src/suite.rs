@@ -375,14 +375,15 @@ fn verifier_scenarios(
 /// request sent after its session's logout answered 200 and allowed is wrong.
 fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<Outcome, String> {
     let d = &stack.daemons;
-    let key = softphone_shared::keyfile::load(&d.data_dir().join("db/secret.key"))
+    let keys = softphone_shared::keyfile::KeyRing::load(&d.data_dir().join("db/secret.key"))
         .map_err(|e| e.to_string())?;
+    let key = keys.current();
     let now = softphone_shared::unix_now();
     let (access, _) = &stack.sessions[0];
     let mut buf = [0u8; softphone_shared::token::PAYLOAD_BUF];
     let claims = softphone_shared::token::decode(
         access,
-        &key,
+        &keys,
         softphone_shared::token::Validation { now, leeway: 30 },
         &mut buf,
     )
@@ -393,7 +394,7 @@ fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<
             exp: now - 3600,
             ..claims.clone()
         },
-        &key,
+        key,
     );
     let mut bad_signature = access.clone();
     let last = if bad_signature.ends_with('A') {

@@ -1,11 +1,12 @@
-//! Admin commands, run against the database directly (no daemon needed):
-//! built-in users and session revocation. Passwords come from standard input (one
+//! Admin commands, run against the database and key files directly (no daemon
+//! needed): built-in users, session revocation and key rotation. Passwords come from standard input (one
 //! line) or an interactive prompt, never from the command line, where `ps` and
 //! shell history would see them.
 
 use std::io::{BufRead, IsTerminal};
 
 use softphone_shared::config::{Config, UserSource};
+use softphone_shared::keyfile::{self, KeyRing};
 use softphone_shared::password;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
@@ -107,6 +108,56 @@ pub fn session_list(config: &Config) -> Result<String> {
             s.username,
             softphone_shared::seclog::timestamp(s.created),
             s.generation
+        ));
+    }
+    Ok(out)
+}
+
+/// Rotates the signing key. The old key keeps verifying the tokens it signed
+/// until the longest of them has expired (refresh lifetime plus leeway); the
+/// running daemons notice the new files within a second (or on SIGHUP).
+pub fn key_rotate(config: &Config) -> Result<String> {
+    let now = unix_now();
+    let longest = config.access_ttl.max(config.refresh_ttl);
+    let until = now.saturating_add(longest).saturating_add(config.leeway);
+    let done = keyfile::rotate(&config.key_file, until, now)?;
+    let mut out = format!(
+        "key rotated: new kid {}; previous kid {} verifies until {} UTC",
+        done.new_kid,
+        done.old_kid,
+        softphone_shared::seclog::timestamp(done.old_until)
+    );
+    if done.dropped > 0 {
+        out.push_str(&format!(
+            "\n{} expired previous key(s) dropped",
+            done.dropped
+        ));
+    }
+    Ok(out)
+}
+
+/// Lists the current key and the previous keys by kid (never key material).
+pub fn key_list(config: &Config) -> Result<String> {
+    let keys = KeyRing::load(&config.key_file)?;
+    let now = unix_now();
+    let mut out = format!("{:<18} {:<10} {}\n", "KID", "STATE", "VERIFIES UNTIL (UTC)");
+    out.push_str(&format!(
+        "{:<18} {:<10} {}\n",
+        keys.current().kid(),
+        "current",
+        "-"
+    ));
+    for (key, until) in keys.previous() {
+        let state = if keyfile::retired(*until, now) {
+            "retired"
+        } else {
+            "previous"
+        };
+        out.push_str(&format!(
+            "{:<18} {:<10} {}\n",
+            key.kid(),
+            state,
+            softphone_shared::seclog::timestamp(*until)
         ));
     }
     Ok(out)

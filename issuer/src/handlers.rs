@@ -10,7 +10,7 @@ use softphone_shared::seclog::Event;
 use softphone_shared::store::{NewSession, RevokeReason, Rotation};
 use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
 use softphone_shared::unix_now;
-use softphone_shared::users::{self, Credential};
+use softphone_shared::users::{self, Credential, TagMatch};
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
@@ -119,10 +119,10 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     app.throttle().succeeded(attempt);
 
     let now = unix_now();
-    let key = app.key();
+    let keys = app.keys();
     let sid = tokens::random_id()?;
-    let pair = tokens::mint(&key, &config, &credential.user, &sid, now)?;
-    let cred_tag = credential.tag(&key);
+    let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;
+    let cred_tag = credential.tag(keys.current());
     let user = credential.user.clone();
     let refresh_jti = pair.refresh_jti.clone();
     let expires = pair.refresh_exp;
@@ -147,7 +147,7 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
 pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     let token = meta.bearer().ok_or(ApiError::RefreshInvalid)?;
     let config = app.config();
-    let key = app.key();
+    let keys = app.keys();
     let now = unix_now();
     let mut buf = [0u8; PAYLOAD_BUF];
     let claims = decode(&app, token, &mut buf, now)
@@ -173,11 +173,11 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
         app.read(move |store| Ok(store.session(&sid)?.map(|s| s.cred_tag)))
             .await?
     };
-    let valid_user = match (&current, &session_tag) {
-        (Some(c), Some(tag)) => c.tag(&key) == *tag,
-        _ => false,
+    let tag_match = match (&current, &session_tag) {
+        (Some(c), Some(tag)) => c.tag_match(&keys, tag, now),
+        _ => TagMatch::NoMatch,
     };
-    if !valid_user {
+    if tag_match == TagMatch::NoMatch {
         let reason = if current.is_none() {
             RevokeReason::UserDisabled
         } else {
@@ -192,13 +192,21 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
         return Err(ApiError::RefreshInvalid);
     };
 
-    let pair = tokens::mint(&key, &config, &credential.user, &sid, now)?;
+    let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;
     let new_jti = pair.refresh_jti.clone();
     let expires = pair.refresh_exp;
+    // A session opened before a key rotation: tag it with the current key, so it
+    // keeps working after the previous key's deadline.
+    let retag = (tag_match == TagMatch::Previous).then(|| credential.tag(keys.current()));
     let rotation = {
         let sid = sid.clone();
-        app.write(move |store| store.rotate_refresh(&sid, &presented, &new_jti, expires, now))
-            .await?
+        app.write(move |store| {
+            if let Some(tag) = &retag {
+                store.set_cred_tag(&sid, tag)?;
+            }
+            store.rotate_refresh(&sid, &presented, &new_jti, expires, now)
+        })
+        .await?
     };
     match rotation {
         Rotation::Rotated(_) => Ok(tokens_response(&pair, config.access_ttl)),
@@ -303,10 +311,10 @@ async fn decode<'b>(
     now: i64,
 ) -> Result<Claims<'b>, TokenError> {
     let config = app.config();
-    let key = app.key();
+    let keys = app.keys();
     let claims = token::decode(
         token,
-        &key,
+        &keys,
         Validation {
             now,
             leeway: config.leeway,

@@ -28,8 +28,19 @@ enum Command {
     /// Inspect and revoke sessions
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Rotate or list the token signing keys
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print the nginx configuration, rendered from deploy/nginx/*.in
     NginxConfig(NginxArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a new signing key; the old one verifies its tokens until they expire
+    Rotate,
+    /// List the current and previous keys by kid
+    List,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +153,8 @@ fn run(args: Args) -> Result<()> {
         Command::User(UserCommand::List) => admin::user_list(&config)?,
         Command::User(UserCommand::Count) => admin::user_count(&config)?.to_string(),
         Command::Session(SessionCommand::List) => admin::session_list(&config)?,
+        Command::Key(KeyCommand::Rotate) => admin::key_rotate(&config)?,
+        Command::Key(KeyCommand::List) => admin::key_list(&config)?,
         Command::NginxConfig(a) => {
             let form = match a.form {
                 NginxForm::Main => nginx::Form::Main,

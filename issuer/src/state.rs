@@ -9,13 +9,13 @@ use crate::hashing::Hasher;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
 use softphone_shared::config::Config;
-use softphone_shared::keyfile::{self, Key};
+use softphone_shared::keyfile::{self, KeyRing};
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
 
 pub struct App {
     config: RwLock<Arc<Config>>,
-    key: RwLock<Arc<Key>>,
+    keys: RwLock<Arc<KeyRing>>,
     /// Writes (sessions, revocations) go through one connection: SQLite has one
     /// writer at a time anyway.
     writer: Arc<Mutex<Store>>,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// Loads (or creates) the key and database and opens the security log.
     pub fn open(config: Config) -> Result<App> {
-        let key = keyfile::load_or_create(&config.key_file)?;
+        let keys = KeyRing::load_or_create(&config.key_file)?;
         if let Some(warning) = keyfile::permission_warning(&config.key_file) {
             eprintln!("softphone-issuer: {warning}");
         }
@@ -47,7 +47,7 @@ impl App {
             throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
             hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
-            key: RwLock::new(Arc::new(key)),
+            keys: RwLock::new(Arc::new(keys)),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             log,
@@ -61,8 +61,9 @@ impl App {
             .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
     }
 
-    pub fn key(&self) -> Arc<Key> {
-        self.key
+    /// The current key (signs) and the previous keys (still verify).
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys
             .read()
             .map(|k| Arc::clone(&k))
             .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
@@ -96,9 +97,9 @@ impl App {
         // Reopen the log first: logrotate's SIGHUP must work even when the new
         // config or key turns out to be broken.
         self.log.reopen()?;
-        let key = keyfile::load(&new.key_file)?;
-        if let Ok(mut slot) = self.key.write() {
-            *slot = Arc::new(key);
+        let keys = KeyRing::load(&new.key_file)?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(keys);
         }
         let limits = Limits::from_config(&new);
         let mut effective = new;
@@ -114,12 +115,12 @@ impl App {
         Ok(notes)
     }
 
-    /// Re-reads the key file alone (it changed on disk). On failure the old key
-    /// stays in use.
+    /// Re-reads the key file and the previous keys alone (they changed on disk).
+    /// On failure the keys in use stay.
     pub fn reload_key(&self) -> Result<()> {
-        let key = keyfile::load(&self.config().key_file)?;
-        if let Ok(mut slot) = self.key.write() {
-            *slot = Arc::new(key);
+        let keys = KeyRing::load(&self.config().key_file)?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(keys);
         }
         Ok(())
     }

@@ -1,8 +1,15 @@
-//! The HMAC key file: `<data>/db/secret.key`, 64 hex characters, mode 0600.
+//! The HMAC key file: `<data>/db/secret.key`, 64 hex characters, mode 0600, and
+//! beside it `secret.key.previous`, the keys rotated out that still verify tokens.
 //!
 //! The key is the file's ASCII characters (surrounding whitespace trimmed), NOT the
 //! hex-decoded bytes: that is how the original PHP module signs, so an existing
 //! MikoPBX `secret.key` keeps working unchanged.
+//!
+//! Rotation ([`rotate`]) moves the current key into the previous-keys file with a
+//! deadline (the longest token lifetime from now, plus leeway) and writes a new
+//! key. Tokens name their key by `kid`; a token signed by a previous key verifies
+//! until that key's deadline, so nobody is logged out by a rotation. A token
+//! without `kid` (the original module's) is checked against the current key only.
 
 use std::fs;
 use std::io::Write;
@@ -22,6 +29,9 @@ pub const MIN_KEY_CHARS: usize = 32;
 pub struct Key {
     hmac: hmac::Key,
     kid: String,
+    /// The base64url JOSE header naming this key, as [`crate::token::sign`] writes
+    /// it: verification recognises it without decoding any JSON.
+    header_b64: String,
 }
 
 impl std::fmt::Debug for Key {
@@ -42,8 +52,14 @@ impl Key {
         let kid = hex(&fingerprint.as_ref()[..8]);
         Some(Key {
             hmac: hmac::Key::new(hmac::HMAC_SHA256, trimmed.as_bytes()),
+            header_b64: crate::token::header_b64(&kid),
             kid,
         })
+    }
+
+    /// The JOSE header (base64url) of tokens signed with this key.
+    pub fn header_b64(&self) -> &str {
+        &self.header_b64
     }
 
     pub fn hmac(&self) -> &hmac::Key {
@@ -87,18 +103,243 @@ pub fn load(path: &Path) -> Result<Key> {
     })
 }
 
-fn create(path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+/// The current key and the previous keys still within their deadline.
+#[derive(Debug)]
+pub struct KeyRing {
+    current: Key,
+    /// Keys rotated out, newest first, each with the Unix time from which it no
+    /// longer verifies anything.
+    previous: Vec<(Key, i64)>,
+}
 
+/// The deadline of the current key: none.
+pub const NO_DEADLINE: i64 = i64::MAX;
+
+/// Whether a key with deadline `until` no longer verifies at `now`.
+pub fn retired(until: i64, now: i64) -> bool {
+    until != NO_DEADLINE && now >= until
+}
+
+impl KeyRing {
+    /// A ring of one key and no previous keys.
+    pub fn single(current: Key) -> KeyRing {
+        KeyRing {
+            current,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Loads the key file and its previous-keys file (missing means none).
+    pub fn load(path: &Path) -> Result<KeyRing> {
+        Ok(KeyRing {
+            current: load(path)?,
+            previous: load_previous(&previous_path(path))?,
+        })
+    }
+
+    /// As [`KeyRing::load`], creating the key file first when it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<KeyRing> {
+        Ok(KeyRing {
+            current: load_or_create(path)?,
+            previous: load_previous(&previous_path(path))?,
+        })
+    }
+
+    /// The key new tokens are signed with.
+    pub fn current(&self) -> &Key {
+        &self.current
+    }
+
+    /// Previous keys with their deadlines, newest first.
+    pub fn previous(&self) -> &[(Key, i64)] {
+        &self.previous
+    }
+
+    /// The key whose signing header is exactly `header_b64`, and its deadline.
+    pub fn by_header(&self, header_b64: &[u8]) -> Option<(&Key, i64)> {
+        if self.current.header_b64.as_bytes() == header_b64 {
+            return Some((&self.current, NO_DEADLINE));
+        }
+        self.previous
+            .iter()
+            .find(|(key, _)| key.header_b64.as_bytes() == header_b64)
+            .map(|(key, until)| (key, *until))
+    }
+
+    /// The key named `kid`, and its deadline.
+    pub fn by_kid(&self, kid: &str) -> Option<(&Key, i64)> {
+        if self.current.kid == kid {
+            return Some((&self.current, NO_DEADLINE));
+        }
+        self.previous
+            .iter()
+            .find(|(key, _)| key.kid == kid)
+            .map(|(key, until)| (key, *until))
+    }
+}
+
+/// Where the keys rotated out of `key_path` are kept: `<key file>.previous`.
+pub fn previous_path(key_path: &Path) -> PathBuf {
+    let mut name = key_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".previous");
+    key_path.with_file_name(name)
+}
+
+/// Reads the previous-keys file (a missing file holds no keys).
+fn load_previous(path: &Path) -> Result<Vec<(Key, i64)>> {
+    let text = read_previous(path)?;
+    previous_entries(path, &text)?
+        .into_iter()
+        .map(|(until, text)| {
+            // previous_entries checked every key already.
+            Key::from_text(text)
+                .map(|key| (key, until))
+                .ok_or_else(|| key_error(path, "unreadable key".into()))
+        })
+        .collect()
+}
+
+fn read_previous(path: &Path) -> Result<String> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(key_error(path, format!("cannot read: {e}"))),
+    }
+}
+
+/// The entries of a previous-keys file: one `<deadline> <key>` per line, newest
+/// first; blank lines and `#` comments are ignored. A line we cannot read stops
+/// the load (fail closed: a daemon keeps the keys it has).
+fn previous_entries<'t>(path: &Path, text: &'t str) -> Result<Vec<(i64, &'t str)>> {
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line
+            .split_once(char::is_whitespace)
+            .and_then(|(until, key)| {
+                let until: i64 = until.parse().ok()?;
+                let key = key.trim();
+                (key.len() >= MIN_KEY_CHARS).then_some((until, key))
+            });
+        match parsed {
+            Some(entry) => entries.push(entry),
+            // Never quote the line: it holds key material.
+            None => {
+                return Err(key_error(
+                    path,
+                    format!(
+                        "line {}: expected `<unix deadline> <key of at least {MIN_KEY_CHARS} characters>`",
+                        number + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// What [`rotate`] did, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub old_kid: String,
+    pub new_kid: String,
+    /// Until when tokens signed with the old key still verify.
+    pub old_until: i64,
+    /// Previous keys dropped because their deadline had passed.
+    pub dropped: usize,
+}
+
+/// Rotates the key at `path`: the current key moves to the previous-keys file,
+/// verifying until `keep_until`, and a fresh random key takes its place.
+///
+/// Order makes a crash at any point safe: the previous-keys file (with the current
+/// key in it) is complete on disk before the new key replaces the old one, so a
+/// daemon that sees the new key also sees the old one. Both files are replaced by
+/// rename, so a reader never sees half a file.
+pub fn rotate(path: &Path, keep_until: i64, now: i64) -> Result<Rotation> {
+    let old_text =
+        fs::read_to_string(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?;
+    let old = Key::from_text(&old_text).ok_or_else(|| {
+        key_error(
+            path,
+            format!("key is shorter than {MIN_KEY_CHARS} characters"),
+        )
+    })?;
+    let previous_file = previous_path(path);
+    let previous_text = read_previous(&previous_file)?;
+    let existing = previous_entries(&previous_file, &previous_text)?;
+
+    let mut out = String::from(
+        "# Keys rotated out of secret.key, newest first: `<unix time until which\n\
+         # tokens signed with the key verify> <key>`. Written by `softphone-issuer key rotate`.\n",
+    );
+    out.push_str(&format!("{keep_until} {}\n", old_text.trim()));
+    let mut dropped = 0;
+    for (until, key) in existing {
+        if until > now {
+            out.push_str(&format!("{until} {key}\n"));
+        } else {
+            dropped += 1;
+        }
+    }
+    write_atomically(&previous_file, out.as_bytes())?;
+    let new_text = random_key_text()?;
+    write_atomically(path, new_text.as_bytes())?;
+    let new_kid = Key::from_text(&new_text).map(|k| k.kid).unwrap_or_default();
+    Ok(Rotation {
+        old_kid: old.kid,
+        new_kid,
+        old_until: keep_until,
+        dropped,
+    })
+}
+
+/// Writes `bytes` to `path` through a 0600 temporary file, fsync and rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let tmp = temp_path(path);
+    let written = (|| -> std::io::Result<()> {
+        let _ = fs::remove_file(&tmp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn random_key_text() -> Result<String> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| Error::Random)?;
-    let text = hex(&bytes);
+    Ok(hex(&bytes))
+}
+
+fn create(path: &Path) -> Result<()> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let text = random_key_text()?;
 
     let tmp = temp_path(path);
     let written = (|| -> std::io::Result<()> {
@@ -131,12 +372,13 @@ fn create(path: &Path) -> Result<()> {
     }
 }
 
-/// Notices a key file replaced or rewritten (rotation by hand or by a tool),
-/// so the daemons reload it within a second without waiting for SIGHUP.
+/// Notices the key file or its previous-keys file replaced or rewritten (rotation
+/// by hand or by `key rotate`), so the daemons reload them within a second
+/// without waiting for SIGHUP.
 #[derive(Debug)]
 pub struct KeyWatch {
-    path: PathBuf,
-    last: Option<Stamp>,
+    paths: [PathBuf; 2],
+    last: [Option<Stamp>; 2],
 }
 
 /// What identifies one version of the file: inode, size and modification time.
@@ -149,17 +391,18 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 impl KeyWatch {
-    /// Starts watching `path` as it is now.
+    /// Starts watching the key file at `path` (and its previous keys) as they are now.
     pub fn new(path: &Path) -> KeyWatch {
+        let paths = [path.to_path_buf(), previous_path(path)];
         KeyWatch {
-            path: path.to_path_buf(),
-            last: stamp(path),
+            last: [stamp(&paths[0]), stamp(&paths[1])],
+            paths,
         }
     }
 
-    /// True once per change of the file since the last call.
+    /// True once per change of either file since the last call.
     pub fn changed(&mut self) -> bool {
-        let now = stamp(&self.path);
+        let now = [stamp(&self.paths[0]), stamp(&self.paths[1])];
         if now == self.last {
             return false;
         }
@@ -264,6 +507,67 @@ mod tests {
         assert!(!watch.changed());
         fs::write(&path, "c".repeat(65)).unwrap();
         assert!(watch.changed());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_key_until_its_deadline_and_drops_expired_ones() {
+        let dir = tempdir();
+        let path = dir.join("secret.key");
+        let first = load_or_create(&path).unwrap();
+        let mut watch = KeyWatch::new(&path);
+        let done = rotate(&path, 2_000, 1_000).unwrap();
+        assert!(watch.changed());
+        assert_eq!(done.old_kid, first.kid());
+        assert_eq!(done.dropped, 0);
+        let ring = KeyRing::load(&path).unwrap();
+        assert_eq!(ring.current().kid(), done.new_kid);
+        assert_ne!(done.new_kid, done.old_kid);
+        assert_eq!(
+            ring.by_kid(first.kid()).map(|(_, until)| until),
+            Some(2_000)
+        );
+        assert_eq!(
+            ring.by_kid(&done.new_kid).map(|(_, u)| u),
+            Some(NO_DEADLINE)
+        );
+        for file in [path.clone(), previous_path(&path)] {
+            let mode = fs::metadata(&file).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(mode.ok(), Some(0o600), "{}", file.display());
+        }
+        // A second rotation after the first deadline drops the first key.
+        let again = rotate(&path, 5_000, 3_000).unwrap();
+        assert_eq!(again.dropped, 1);
+        let ring = KeyRing::load(&path).unwrap();
+        assert_eq!(ring.previous().len(), 1);
+        assert!(ring.by_kid(first.kid()).is_none());
+        assert!(retired(2_000, 2_000) && !retired(2_000, 1_999));
+        assert!(!retired(NO_DEADLINE, i64::MAX));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_bad_previous_keys_file_is_refused_without_quoting_it() {
+        let dir = tempdir();
+        let path = dir.join("secret.key");
+        fs::write(&path, "a".repeat(64)).unwrap();
+        for bad in [
+            "soon bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+            "12 short",
+            "12",
+        ] {
+            fs::write(previous_path(&path), bad).unwrap();
+            let msg = KeyRing::load(&path)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(msg.contains("line 1"), "{msg}");
+            assert!(!msg.contains("bbbb") && !msg.contains("short"), "{msg}");
+            assert!(
+                rotate(&path, 10, 1).is_err(),
+                "rotation keeps a file it cannot read"
+            );
+        }
         let _ = fs::remove_dir_all(dir);
     }
 

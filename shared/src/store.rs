@@ -352,6 +352,16 @@ impl Store {
         }
     }
 
+    /// Replaces a session's credential fingerprint (made again with the current
+    /// key after a key rotation).
+    pub fn set_cred_tag(&mut self, sid: &str, cred_tag: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET cred_tag = ?2 WHERE sid = ?1",
+            params![sid, cred_tag],
+        )?;
+        Ok(())
+    }
+
     /// Revokes one session. Returns whether it was active. The commit is durable
     /// and the epoch bumped before this returns.
     pub fn revoke_session(&mut self, sid: &str, reason: RevokeReason, now: i64) -> Result<bool> {

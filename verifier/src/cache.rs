@@ -31,6 +31,8 @@ pub const MAX_ENTRIES: usize = 65_536;
 #[derive(Debug)]
 pub struct Verified {
     pub exp: i64,
+    /// When the signing key stops verifying (a rotated-out key's deadline).
+    pub key_until: i64,
     pub nbf: Option<i64>,
     pub kind: TokenType,
     pub sid: Box<str>,
@@ -42,9 +44,14 @@ pub struct Verified {
 }
 
 impl Verified {
-    pub fn new(claims: &Claims<'_>, identity: Option<&'static Identity>) -> Verified {
+    pub fn new(
+        claims: &Claims<'_>,
+        key_until: i64,
+        identity: Option<&'static Identity>,
+    ) -> Verified {
         Verified {
             exp: claims.exp,
+            key_until,
             nbf: claims.nbf,
             kind: claims.kind,
             sid: claims.sid.into(),
@@ -184,6 +191,7 @@ mod tests {
     fn verified(exp: i64) -> Verified {
         Verified {
             exp,
+            key_until: softphone_shared::keyfile::NO_DEADLINE,
             nbf: None,
             kind: TokenType::Access,
             sid: "s".into(),

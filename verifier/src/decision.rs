@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
-use softphone_shared::keyfile::{self, Key, KeyWatch};
+use softphone_shared::keyfile::{self, KeyRing, KeyWatch};
 use softphone_shared::seclog::{Event, SecurityLog};
 use softphone_shared::token::{self, PAYLOAD_BUF, TokenError, TokenType, Validation};
 
@@ -73,7 +73,7 @@ impl Scratch {
 
 /// Everything a decision needs, shared by all connections.
 pub struct Verifier {
-    key: RwLock<Key>,
+    keys: RwLock<KeyRing>,
     key_path: PathBuf,
     leeway: i64,
     revocations: Revocations,
@@ -95,14 +95,14 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(
-        key: Key,
+        keys: KeyRing,
         key_path: PathBuf,
         leeway: i64,
         revocations: Revocations,
         log: Option<SecurityLog>,
     ) -> Verifier {
         Verifier {
-            key: RwLock::new(key),
+            keys: RwLock::new(keys),
             key_watch: Mutex::new(KeyWatch::new(&key_path)),
             key_path,
             leeway,
@@ -113,11 +113,12 @@ impl Verifier {
         }
     }
 
-    /// Re-reads the key file (SIGHUP). On failure the old key stays in use.
+    /// Re-reads the key file and the previous keys (SIGHUP, or a file changed).
+    /// On failure the keys in use stay.
     pub fn reload_key(&self) -> crate::Result<()> {
-        let key = keyfile::load(&self.key_path)?;
-        if let Ok(mut slot) = self.key.write() {
-            *slot = key;
+        let keys = KeyRing::load(&self.key_path)?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = keys;
         }
         // Tokens verified with the old key must be verified again.
         self.cache.clear();
@@ -162,10 +163,10 @@ impl Verifier {
             return decision;
         }
         let generation = self.cache.generation();
-        let decoded = match self.key.read() {
-            Ok(key) => token::decode(
+        let decoded = match self.keys.read() {
+            Ok(keys) => token::verify(
                 token,
-                &key,
+                &keys,
                 Validation {
                     now,
                     leeway: self.leeway,
@@ -174,8 +175,8 @@ impl Verifier {
             ),
             Err(_) => Err(TokenError::BadSignature),
         };
-        let claims = match decoded {
-            Ok(claims) => claims,
+        let (claims, key_until) = match decoded {
+            Ok(v) => (v.claims, v.key_until),
             Err(e) => return self.deny(head, DenyReason::Token(e), "", now),
         };
         let identity = match claims.kind {
@@ -184,7 +185,7 @@ impl Verifier {
                 .get(claims.sub, claims.username, claims.role),
             TokenType::Refresh => None,
         };
-        let verified = Verified::new(&claims, identity);
+        let verified = Verified::new(&claims, key_until, identity);
         let decision = self.judge(head, &verified, now);
         self.cache.insert(token, verified, generation);
         decision
@@ -193,6 +194,15 @@ impl Verifier {
     /// The checks every request gets, cached token or not: time, revocation,
     /// type, identity. A refresh token is 403 only after all the others.
     fn judge(&self, head: &Head<'_>, v: &Verified, now: i64) -> Decision {
+        // A rotated-out key's deadline passed while its tokens sat in the cache.
+        if keyfile::retired(v.key_until, now) {
+            return self.deny(
+                head,
+                DenyReason::Token(TokenError::UnknownKey),
+                &v.username,
+                now,
+            );
+        }
         if now > v.exp.saturating_add(self.leeway) {
             return self.deny(
                 head,
@@ -287,11 +297,11 @@ mod tests {
         let db = dir.join("softphone.db");
         let key = keyfile::load_or_create(&key_path).unwrap();
         let now = 1_800_000_000;
+        let token = softphone_testkit::access_token(&key, "sid-1", now);
         let mut store = Store::open(&db).unwrap();
         softphone_testkit::insert_session(&mut store, "sid-1", now);
-        let token = softphone_testkit::access_token(&key, "sid-1", now);
         let revocations = Revocations::open(&db, now, 30).unwrap();
-        let verifier = Verifier::new(key, key_path, 30, revocations, None);
+        let verifier = Verifier::new(KeyRing::single(key), key_path, 30, revocations, None);
         let auth = format!("Bearer {token}");
         let mut head = Head::new("/auth");
         head.header("Authorization", auth.as_bytes());
@@ -325,6 +335,39 @@ mod tests {
             verifier.decide(&head, now, &mut scratch),
             Decision::Unauthorized(DenyReason::Token(_))
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A token of a rotated-out key, cached while it was good, is refused from
+    /// the previous key's deadline on.
+    #[test]
+    fn cached_tokens_of_a_previous_key_stop_at_its_deadline() {
+        let dir = std::env::temp_dir().join(format!("softphone-retired-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key_path = dir.join("secret.key");
+        let db = dir.join("softphone.db");
+        let key = keyfile::load_or_create(&key_path).unwrap();
+        let now = 1_800_000_000;
+        let token = softphone_testkit::access_token(&key, "sid-1", now);
+        let mut store = Store::open(&db).unwrap();
+        softphone_testkit::insert_session(&mut store, "sid-1", now);
+        keyfile::rotate(&key_path, now + 100, now).unwrap();
+        let revocations = Revocations::open(&db, now, 30).unwrap();
+        let keys = KeyRing::load(&key_path).unwrap();
+        let verifier = Verifier::new(keys, key_path, 30, revocations, None);
+        let auth = format!("Bearer {token}");
+        let mut head = Head::new("/auth");
+        head.header("Authorization", auth.as_bytes());
+        let mut scratch = Scratch::new();
+        assert!(matches!(
+            verifier.decide(&head, now + 99, &mut scratch),
+            Decision::Allow(_)
+        ));
+        assert_eq!(verifier.cache.len(), 1);
+        assert_eq!(
+            verifier.decide(&head, now + 100, &mut scratch),
+            Decision::Unauthorized(DenyReason::Token(TokenError::UnknownKey))
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

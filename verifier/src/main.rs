@@ -10,9 +10,10 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use softphone_shared::config::Config;
+use softphone_shared::keyfile::{self, KeyRing};
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
-use softphone_shared::{keyfile, unix_now};
+use softphone_shared::unix_now;
 use softphone_verifier::decision::Verifier;
 use softphone_verifier::revocations::Revocations;
 use softphone_verifier::{Error, Result, server, unix};
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let config = Config::load(args.config.as_deref())?;
-    let key = keyfile::load_or_create(&config.key_file)?;
+    let keys = KeyRing::load_or_create(&config.key_file)?;
     if let Some(warning) = keyfile::permission_warning(&config.key_file) {
         eprintln!("softphone-verifier: {warning}");
     }
@@ -49,7 +50,7 @@ fn run(args: Args) -> Result<()> {
     let revocations = Revocations::open(&config.database, unix_now(), config.leeway)?;
     let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-verifier")?;
     let verifier = Arc::new(Verifier::new(
-        key,
+        keys,
         config.key_file.clone(),
         config.leeway,
         revocations,

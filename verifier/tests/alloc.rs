@@ -89,7 +89,13 @@ fn a_valid_token_costs_no_allocation_per_request() {
         2,
         "both sessions known: revocation checking is on"
     );
-    let verifier = Arc::new(Verifier::new(key, key_path, 30, revocations, None));
+    let verifier = Arc::new(Verifier::new(
+        keyfile::KeyRing::single(key),
+        key_path,
+        30,
+        revocations,
+        None,
+    ));
     may::config().set_workers(1).set_stack_size(0x2000);
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _server = server::start(verifier, addr).unwrap();

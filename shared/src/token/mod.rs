@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
-use crate::keyfile::Key;
+use crate::keyfile::{Key, KeyRing, NO_DEADLINE};
 
 /// Longest token we look at. Ours are ~350 characters; anything far longer is
 /// garbage and is rejected before any decoding work.
@@ -19,8 +19,13 @@ pub const PAYLOAD_BUF: usize = MAX_TOKEN_LEN * 3 / 4 + 3;
 const HEADER_BUF: usize = 192;
 const SIGNATURE_LEN: usize = 32;
 
-/// The JOSE header we write. `kid` names the signing key.
-const HEADER_JSON: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+/// The JOSE header we write, before `kid` (which names the signing key).
+const HEADER_JSON_START: &str = r#"{"alg":"HS256","typ":"JWT","kid":""#;
+
+/// The base64url JOSE header of tokens signed by the key named `kid`.
+pub fn header_b64(kid: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!(r#"{HEADER_JSON_START}{kid}"}}"#))
+}
 
 /// Why a token was refused. Small and `Copy` so the hot path never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,14 +134,14 @@ pub struct Validation {
     pub leeway: i64,
 }
 
-/// Signs claims with `key`. The output is `header.payload.signature`, base64url
-/// without padding.
+/// Signs claims with `key`, naming it in the header's `kid`. The output is
+/// `header.payload.signature`, base64url without padding.
 pub fn sign(claims: &Claims<'_>, key: &Key) -> String {
     // Serialising a struct of integers and strings cannot fail; fall back to an
     // empty payload (which no verifier accepts) rather than panicking.
     let payload = serde_json::to_vec(claims).unwrap_or_default();
-    let mut out = String::with_capacity(64 + payload.len() * 4 / 3 + 48);
-    URL_SAFE_NO_PAD.encode_string(HEADER_JSON, &mut out);
+    let mut out = String::with_capacity(96 + payload.len() * 4 / 3 + 48);
+    out.push_str(key.header_b64());
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
     let tag = hmac::sign(key.hmac(), out.as_bytes());
@@ -145,16 +150,34 @@ pub fn sign(claims: &Claims<'_>, key: &Key) -> String {
     out
 }
 
+/// A verified token: its claims, borrowed from the caller's buffer, and until when
+/// the key that signed it verifies anything ([`NO_DEADLINE`] for the current key).
+#[derive(Debug)]
+pub struct Verified<'b> {
+    pub claims: Claims<'b>,
+    pub key_until: i64,
+}
+
 /// Verifies any token of ours and returns its claims, borrowed from `buf`.
-///
-/// Order matters: structure and header first (cheap, no secrets), then the MAC in
-/// constant time, and only then are claims parsed and trusted.
 pub fn decode<'b>(
     token: &(impl AsRef<[u8]> + ?Sized),
-    key: &Key,
+    keys: &KeyRing,
     validation: Validation,
     buf: &'b mut [u8; PAYLOAD_BUF],
 ) -> Result<Claims<'b>, TokenError> {
+    verify(token, keys, validation, buf).map(|v| v.claims)
+}
+
+/// Verifies any token of ours; also says until when its signing key is good.
+///
+/// Order matters: structure and header first (cheap, no secrets), then the MAC in
+/// constant time, and only then are claims parsed and trusted.
+pub fn verify<'b>(
+    token: &(impl AsRef<[u8]> + ?Sized),
+    keys: &KeyRing,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Verified<'b>, TokenError> {
     let token = token.as_ref();
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
@@ -166,10 +189,18 @@ pub fn decode<'b>(
         return Err(TokenError::Malformed);
     };
 
-    // The two headers real tokens carry (ours, and PHP's with `typ` first) are
-    // known to be acceptable as they are; anything else is decoded and checked.
-    if !KNOWN_HEADERS.contains(&header_b64) {
-        check_header(header_b64, key)?;
+    // The headers real tokens carry (ours, naming a key we hold, and the original
+    // module's without `kid`) are known to be acceptable as they are; anything
+    // else is decoded and checked.
+    let (key, key_until) = if let Some(found) = keys.by_header(header_b64) {
+        found
+    } else if KNOWN_HEADERS.contains(&header_b64) {
+        (keys.current(), NO_DEADLINE)
+    } else {
+        check_header(header_b64, keys)?
+    };
+    if crate::keyfile::retired(key_until, validation.now) {
+        return Err(TokenError::UnknownKey);
     }
 
     let mut signature = [0u8; SIGNATURE_LEN + 3];
@@ -196,9 +227,10 @@ pub fn decode<'b>(
     {
         return Err(TokenError::NotYetValid);
     }
-    Ok(claims)
+    Ok(Verified { claims, key_until })
 }
 
+/// Headers without `kid`, verified with the current key only:
 /// `{"alg":"HS256","typ":"JWT"}` and `{"typ":"JWT","alg":"HS256"}`, base64url.
 const KNOWN_HEADERS: [&[u8]; 2] = [
     b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
@@ -206,8 +238,10 @@ const KNOWN_HEADERS: [&[u8]; 2] = [
 ];
 
 /// Decodes and checks a header we have not seen before: only `alg` (exactly
-/// `HS256`), `typ` and `kid` (naming our key) are accepted.
-fn check_header(header_b64: &[u8], key: &Key) -> Result<(), TokenError> {
+/// `HS256`), `typ` and `kid` (naming a key we hold; it is only ever compared,
+/// never used as a path or address) are accepted. Returns the key to check the
+/// MAC with: the one `kid` names, or the current key when there is no `kid`.
+fn check_header<'k>(header_b64: &[u8], keys: &'k KeyRing) -> Result<(&'k Key, i64), TokenError> {
     let mut header_buf = [0u8; HEADER_BUF];
     let header_len = decode_segment(header_b64, &mut header_buf)?;
     let header: Header<'_> =
@@ -215,42 +249,40 @@ fn check_header(header_b64: &[u8], key: &Key) -> Result<(), TokenError> {
     if header.alg != "HS256" {
         return Err(TokenError::BadAlgorithm);
     }
-    if let Some(kid) = header.kid
-        && kid != key.kid()
-    {
-        return Err(TokenError::UnknownKey);
+    match header.kid {
+        Some(kid) => keys.by_kid(kid).ok_or(TokenError::UnknownKey),
+        None => Ok((keys.current(), NO_DEADLINE)),
     }
-    Ok(())
 }
 
 /// Verifies an access token: a valid refresh token is [`TokenError::WrongType`].
 pub fn decode_access<'b>(
     token: &(impl AsRef<[u8]> + ?Sized),
-    key: &Key,
+    keys: &KeyRing,
     validation: Validation,
     buf: &'b mut [u8; PAYLOAD_BUF],
 ) -> Result<Claims<'b>, TokenError> {
-    decode_typed(token, key, validation, buf, TokenType::Access)
+    decode_typed(token, keys, validation, buf, TokenType::Access)
 }
 
 /// Verifies a refresh token: a valid access token is [`TokenError::WrongType`].
 pub fn decode_refresh<'b>(
     token: &(impl AsRef<[u8]> + ?Sized),
-    key: &Key,
+    keys: &KeyRing,
     validation: Validation,
     buf: &'b mut [u8; PAYLOAD_BUF],
 ) -> Result<Claims<'b>, TokenError> {
-    decode_typed(token, key, validation, buf, TokenType::Refresh)
+    decode_typed(token, keys, validation, buf, TokenType::Refresh)
 }
 
 fn decode_typed<'b>(
     token: &(impl AsRef<[u8]> + ?Sized),
-    key: &Key,
+    keys: &KeyRing,
     validation: Validation,
     buf: &'b mut [u8; PAYLOAD_BUF],
     wanted: TokenType,
 ) -> Result<Claims<'b>, TokenError> {
-    let claims = decode(token, key, validation, buf)?;
+    let claims = decode(token, keys, validation, buf)?;
     if claims.kind == wanted {
         Ok(claims)
     } else {

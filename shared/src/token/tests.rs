@@ -11,11 +11,17 @@ const EXP: i64 = IAT + 3600;
 /// header order (`typ` first) and HMAC-SHA256 keyed by the key file's 64 ASCII
 /// characters, carrying our claims.
 const ORIGINAL_WAY: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOjcsInVzZXJuYW1lIjoiMjAxIiwicm9sZSI6InVzZXIiLCJpYXQiOjE3OTU3NzM2MDAsImV4cCI6MTc5NTc3NzIwMCwidHlwZSI6ImFjY2VzcyIsInNpZCI6ImMyVnpjMmx2YmkxcFpDMHdNREF3TVEiLCJqdGkiOiJkRzlyWlc0dGFXUXRNREF3TURBd01RIn0.wv_gbpqc8t2sHO_0XuDAAn9C3Gp8OwNPHZyr-YMepBM";
-/// The same claims as our `sign` must write them, byte for byte (also from Python).
-const OURS: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOjcsInVzZXJuYW1lIjoiMjAxIiwicm9sZSI6InVzZXIiLCJpYXQiOjE3OTU3NzM2MDAsImV4cCI6MTc5NTc3NzIwMCwidHlwZSI6ImFjY2VzcyIsInNpZCI6ImMyVnpjMmx2YmkxcFpDMHdNREF3TVEiLCJqdGkiOiJkRzlyWlc0dGFXUXRNREF3TURBd01RIn0.228NIPxYKwU-8CKjmziBabH0g1rHRYYQc_2t8qDIjek";
+/// The same claims as our `sign` must write them, byte for byte, with the header
+/// naming the key: `kid` is the first 8 bytes of SHA-256 of the key text, hex
+/// (`8ac0d8c4186f30d9`; also made with Python).
+const OURS: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IjhhYzBkOGM0MTg2ZjMwZDkifQ.eyJzdWIiOjcsInVzZXJuYW1lIjoiMjAxIiwicm9sZSI6InVzZXIiLCJpYXQiOjE3OTU3NzM2MDAsImV4cCI6MTc5NTc3NzIwMCwidHlwZSI6ImFjY2VzcyIsInNpZCI6ImMyVnpjMmx2YmkxcFpDMHdNREF3TVEiLCJqdGkiOiJkRzlyWlc0dGFXUXRNREF3TURBd01RIn0.0WTTw9kOPKoqum7RIjtAdeilo8vc7wFRDLiyXrGMN4s";
 
 fn key() -> Key {
     Key::from_text(KEY_TEXT).unwrap()
+}
+
+fn ring() -> KeyRing {
+    KeyRing::single(key())
 }
 
 fn at(now: i64) -> Validation {
@@ -53,13 +59,13 @@ fn payload_with(field: &str) -> String {
 
 fn check(token: &str) -> Result<(), TokenError> {
     let mut buf = [0u8; PAYLOAD_BUF];
-    decode(token, &key(), at(IAT), &mut buf).map(|_| ())
+    decode(token, &ring(), at(IAT), &mut buf).map(|_| ())
 }
 
 #[test]
 fn a_token_made_the_original_way_verifies() {
     let mut buf = [0u8; PAYLOAD_BUF];
-    let got = decode_access(ORIGINAL_WAY, &key(), at(IAT + 10), &mut buf).unwrap();
+    let got = decode_access(ORIGINAL_WAY, &ring(), at(IAT + 10), &mut buf).unwrap();
     assert_eq!(got, claims());
 }
 
@@ -67,7 +73,7 @@ fn a_token_made_the_original_way_verifies() {
 fn we_sign_exactly_the_known_answer() {
     assert_eq!(sign(&claims(), &key()), OURS);
     let mut buf = [0u8; PAYLOAD_BUF];
-    assert_eq!(decode(OURS, &key(), at(IAT), &mut buf).unwrap(), claims());
+    assert_eq!(decode(OURS, &ring(), at(IAT), &mut buf).unwrap(), claims());
 }
 
 #[test]
@@ -105,12 +111,18 @@ fn one_changed_character_anywhere_is_rejected() {
             );
         }
     }
-    // And a wrong key.
-    let other =
-        Key::from_text("0000000000000000000000000000000000000000000000000000000000000000").unwrap();
+    // And a wrong key: ours names a key the other ring does not hold; the
+    // original module's token (no kid) fails on the MAC.
+    let other = KeyRing::single(
+        Key::from_text("0000000000000000000000000000000000000000000000000000000000000000").unwrap(),
+    );
     let mut buf = [0u8; PAYLOAD_BUF];
     assert_eq!(
         decode(OURS, &other, at(IAT), &mut buf).unwrap_err(),
+        TokenError::UnknownKey
+    );
+    assert_eq!(
+        decode(ORIGINAL_WAY, &other, at(IAT), &mut buf).unwrap_err(),
         TokenError::BadSignature
     );
 }
@@ -122,8 +134,89 @@ fn the_known_header_fast_path_matches_the_headers_it_stands_for() {
         (r#"{"typ":"JWT","alg":"HS256"}"#, KNOWN_HEADERS[1]),
     ] {
         assert_eq!(URL_SAFE_NO_PAD.encode(json).as_bytes(), b64);
-        assert_eq!(check_header(b64, &key()), Ok(()));
+        let ring = ring();
+        let (found, until) = check_header(b64, &ring).unwrap();
+        assert_eq!((found.kid(), until), (key().kid(), NO_DEADLINE));
     }
+    // And the header our keys precompute is the one check_header accepts.
+    let ring = ring();
+    let ours = ring.current().header_b64().as_bytes();
+    assert_eq!(
+        ring.by_header(ours).map(|(k, _)| k.kid()),
+        Some(key().kid())
+    );
+    assert_eq!(
+        check_header(ours, &ring).map(|(k, u)| (k.kid(), u)),
+        Ok((key().kid(), NO_DEADLINE))
+    );
+}
+
+const NEW_KEY_TEXT: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
+
+/// A ring after one rotation: a new current key, `KEY_TEXT` previous until `until`.
+fn rotated(until: i64) -> KeyRing {
+    let dir = std::env::temp_dir().join(format!("softphone-ring-{}-{until}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("secret.key");
+    std::fs::write(&path, NEW_KEY_TEXT).unwrap();
+    std::fs::write(
+        crate::keyfile::previous_path(&path),
+        format!("# comment\n\n{until} {KEY_TEXT}\n"),
+    )
+    .unwrap();
+    let ring = KeyRing::load(&path).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    ring
+}
+
+#[test]
+fn after_rotation_tokens_of_the_previous_key_verify_until_its_deadline() {
+    let ring = rotated(IAT + 100);
+    let mut buf = [0u8; PAYLOAD_BUF];
+    // OURS names the previous key by kid.
+    let got = verify(OURS, &ring, at(IAT + 99), &mut buf).unwrap();
+    assert_eq!((got.claims, got.key_until), (claims(), IAT + 100));
+    assert_eq!(
+        decode(OURS, &ring, at(IAT + 100), &mut buf).unwrap_err(),
+        TokenError::UnknownKey
+    );
+    // New tokens name the new key and verify with no deadline.
+    let new = sign(&claims(), ring.current());
+    let got = verify(&new, &ring, at(IAT), &mut buf).unwrap();
+    assert_eq!(got.key_until, NO_DEADLINE);
+    assert_ne!(new.split('.').next(), OURS.split('.').next());
+    // The previous key's header spelled differently (no fast path) still works.
+    let reordered = craft(
+        &format!(r#"{{"kid":"{}","alg":"HS256"}}"#, key().kid()),
+        &payload_with(&format!(r#""exp":{EXP},"type":"access""#)),
+    );
+    assert!(decode(&reordered, &ring, at(IAT), &mut buf).is_ok());
+}
+
+#[test]
+fn tokens_without_kid_are_checked_against_the_current_key_only() {
+    let ring = rotated(IAT + 100);
+    let mut buf = [0u8; PAYLOAD_BUF];
+    // Made the original way with the (now previous) key: refused.
+    assert_eq!(
+        decode(ORIGINAL_WAY, &ring, at(IAT), &mut buf).unwrap_err(),
+        TokenError::BadSignature
+    );
+    // The same claims, no kid, signed with the current key: accepted.
+    let (signed, _) = ORIGINAL_WAY.rsplit_once('.').unwrap();
+    let tag = hmac::sign(ring.current().hmac(), signed.as_bytes());
+    let resigned = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    assert!(decode(&resigned, &ring, at(IAT), &mut buf).is_ok());
+    // A kid of the previous key on a token signed with the current key: refused.
+    let (_, rest) = sign(&claims(), ring.current())
+        .split_once('.')
+        .map(|(h, r)| (h.to_owned(), r.to_owned()))
+        .unwrap();
+    let swapped = format!("{}.{rest}", key().header_b64());
+    assert_eq!(
+        decode(&swapped, &ring, at(IAT), &mut buf).unwrap_err(),
+        TokenError::BadSignature
+    );
 }
 
 #[test]
@@ -217,9 +310,9 @@ fn claims_must_have_the_right_types() {
 #[test]
 fn expiry_and_not_before_edges_are_exact_with_leeway() {
     let mut buf = [0u8; PAYLOAD_BUF];
-    assert!(decode(OURS, &key(), at(EXP + 30), &mut buf).is_ok());
+    assert!(decode(OURS, &ring(), at(EXP + 30), &mut buf).is_ok());
     assert_eq!(
-        decode(OURS, &key(), at(EXP + 31), &mut buf).unwrap_err(),
+        decode(OURS, &ring(), at(EXP + 31), &mut buf).unwrap_err(),
         TokenError::Expired
     );
     let with_nbf = craft(
@@ -230,21 +323,21 @@ fn expiry_and_not_before_edges_are_exact_with_leeway() {
         )),
     );
     assert_eq!(
-        decode(&with_nbf, &key(), at(IAT + 69), &mut buf).unwrap_err(),
+        decode(&with_nbf, &ring(), at(IAT + 69), &mut buf).unwrap_err(),
         TokenError::NotYetValid
     );
-    assert!(decode(&with_nbf, &key(), at(IAT + 70), &mut buf).is_ok());
+    assert!(decode(&with_nbf, &ring(), at(IAT + 70), &mut buf).is_ok());
     // Clocks at the ends of time: no panic, a clear answer.
     assert_eq!(
-        decode(OURS, &key(), at(i64::MAX), &mut buf).unwrap_err(),
+        decode(OURS, &ring(), at(i64::MAX), &mut buf).unwrap_err(),
         TokenError::Expired
     );
-    assert!(decode(OURS, &key(), at(0), &mut buf).is_ok());
+    assert!(decode(OURS, &ring(), at(0), &mut buf).is_ok());
     let far = craft(
         r#"{"alg":"HS256"}"#,
         &payload_with(r#""exp":9223372036854775807,"nbf":-9223372036854775808,"type":"access""#),
     );
-    assert!(decode(&far, &key(), at(i64::MIN), &mut buf).is_ok());
+    assert!(decode(&far, &ring(), at(i64::MIN), &mut buf).is_ok());
 }
 
 #[test]
@@ -254,17 +347,17 @@ fn typed_decoders_refuse_the_other_type_only_after_everything_else() {
     let token = sign(&refresh, &key());
     let mut buf = [0u8; PAYLOAD_BUF];
     assert_eq!(
-        decode_access(&token, &key(), at(IAT), &mut buf).unwrap_err(),
+        decode_access(&token, &ring(), at(IAT), &mut buf).unwrap_err(),
         TokenError::WrongType
     );
-    assert!(decode_refresh(&token, &key(), at(IAT), &mut buf).is_ok());
+    assert!(decode_refresh(&token, &ring(), at(IAT), &mut buf).is_ok());
     assert_eq!(
-        decode_refresh(OURS, &key(), at(IAT), &mut buf).unwrap_err(),
+        decode_refresh(OURS, &ring(), at(IAT), &mut buf).unwrap_err(),
         TokenError::WrongType
     );
     // An expired refresh token at an access-only place is expired, not wrong-type.
     assert_eq!(
-        decode_access(&token, &key(), at(EXP + 100), &mut buf).unwrap_err(),
+        decode_access(&token, &ring(), at(EXP + 100), &mut buf).unwrap_err(),
         TokenError::Expired
     );
 }

@@ -12,7 +12,7 @@ use ring::hmac;
 
 use crate::Result;
 use crate::config::UserSource;
-use crate::keyfile::Key;
+use crate::keyfile::{self, Key, KeyRing};
 use crate::store::Store;
 
 /// Who a token is for.
@@ -72,6 +72,34 @@ impl Credential {
         ctx.update(material);
         crate::keyfile::hex(&ctx.sign().as_ref()[..12])
     }
+
+    /// Which key the session's stored `tag` was made with, if it matches this
+    /// credential at all. Sessions opened before a key rotation carry a tag made
+    /// with a previous key; they stay valid, and the caller re-tags them with the
+    /// current key so they outlive the previous key's deadline.
+    pub fn tag_match(&self, keys: &KeyRing, stored: &str, now: i64) -> TagMatch {
+        if self.tag(keys.current()) == stored {
+            return TagMatch::Current;
+        }
+        let previous = keys
+            .previous()
+            .iter()
+            .filter(|(_, until)| !keyfile::retired(*until, now))
+            .any(|(key, _)| self.tag(key) == stored);
+        if previous {
+            TagMatch::Previous
+        } else {
+            TagMatch::NoMatch
+        }
+    }
+}
+
+/// See [`Credential::tag_match`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagMatch {
+    Current,
+    Previous,
+    NoMatch,
 }
 
 /// Spends the time a real check would, for a login whose user was not found.

@@ -5,6 +5,7 @@
 
 mod attacks;
 mod hostile;
+mod rotation;
 mod signals;
 mod sources;
 mod startup;
