@@ -2,7 +2,8 @@
 # Runs every test of softphone-backend: unit tests, integration tests of the real
 # daemons on loopback, and end-to-end tests through the real nginx + nchan.
 # Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
-# curl; fail2ban and systemd to check our files with their tools; wrk and the
+# curl; fail2ban and systemd to check our files with their tools; faketime for
+# the clock tests; wrk and the
 # bench's comparison peers (nginx Lua, luaossl, cjson, PHP-FPM) for its smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ if ! command -v cargo >/dev/null; then
     echo "test.sh: cargo is missing; install a Rust toolchain first" >&2
     exit 1
 fi
-ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk \
+ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime:faketime \
     /usr/lib/nginx/modules/ngx_http_lua_module.so:libnginx-mod-http-lua \
     /usr/share/lua/5.1/resty/core.lua:lua-resty-core \
     /usr/share/lua/5.1/openssl.lua:lua-luaossl \
