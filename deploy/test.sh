@@ -3,8 +3,8 @@
 # daemons on loopback, and end-to-end tests through the real nginx + nchan.
 # Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
 # curl; fail2ban and systemd to check our files with their tools; faketime for
-# the clock tests; wrk and the
-# bench's comparison peers (nginx Lua, luaossl, cjson, PHP-FPM) for its smoke run.
+# the clock tests; wrk and the bench's comparison peers (nginx Lua, luaossl,
+# cjson, PHP-FPM) for its smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
