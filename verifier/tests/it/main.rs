@@ -8,6 +8,7 @@ mod clock;
 mod hostile;
 mod rotation;
 mod signals;
+mod soak;
 mod sources;
 mod startup;
 mod unix;
