@@ -127,7 +127,7 @@ fn session_churn(
             counts.refreshes.fetch_add(1, Ordering::Relaxed);
             status(d.issuer_get("/profile", Some(&access)).status, 200);
             // Log out with either token, alternately.
-            let with = if round % 2 == 0 {
+            let with = if round.is_multiple_of(2) {
                 access.clone()
             } else {
                 r.json_str("refresh_token")
