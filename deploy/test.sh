@@ -22,8 +22,16 @@ ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime
     /usr/sbin/php-fpm8.2:php8.2-fpm
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+# Every test directory is kept under one root, so the log sweep below sees
+# every log the suite wrote.
+root=$(mktemp -d /tmp/softphone-tests.XXXXXX)
+cleanup() {
+    findmnt -rn -o TARGET | grep "^$root/" | xargs -r umount || true
+    rm -rf "$root" "$log"
+}
+trap cleanup EXIT
+TMPDIR=$root SOFTPHONE_KEEP_TEST_DIRS=1 cargo test --workspace --locked 2>&1 | tee "$log"
+deploy/log-sweep.sh "$root" 2>&1 | tee -a "$log"
 # One closing line over all test binaries (cargo prints one per binary).
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
