@@ -25,6 +25,8 @@ log=$(mktemp)
 # Every test directory is kept under one root, so the log sweep below sees
 # every log the suite wrote.
 root=$(mktemp -d /tmp/softphone-tests.XXXXXX)
+# nginx workers (www-data) serve test files from under it.
+chmod 755 "$root"
 cleanup() {
     findmnt -rn -o TARGET | grep "^$root/" | xargs -r umount || true
     rm -rf "$root" "$log"
