@@ -80,7 +80,11 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let now = unix_now();
     let username = request.username;
 
-    let attempt = match app.throttle().begin(&username, meta.from, now) {
+    // The throttle keeps the names it sees for the whole window. No user's name is
+    // longer than MAX_USERNAME, so that much of a name is key enough, and a flood of
+    // 8 KiB names costs the throttle no more memory than one of short names.
+    let throttle_key = prefix(&username, MAX_USERNAME);
+    let attempt = match app.throttle().begin(throttle_key, meta.from, now) {
         Ok(attempt) => attempt,
         Err(retry_after) => {
             app.log()
@@ -101,9 +105,14 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let checked = credential.clone();
     let source = config.user_source.clone();
     let iterations = config.pbkdf2_iterations;
+    // PBKDF2-HMAC pads a short password with zero bytes to make its HMAC key, so
+    // "secret" and "secret\0" hash alike: a password with a NUL is simply wrong
+    // (after the same dummy work as an unknown user).
     let accepted = app
         .check_password(move || match &checked {
-            Some(credential) if password.len() <= MAX_PASSWORD => credential.check(&password),
+            Some(credential) if password.len() <= MAX_PASSWORD && !password.contains('\0') => {
+                credential.check(&password)
+            }
             _ => {
                 users::check_missing(&source, &password, iterations);
                 false
@@ -333,6 +342,15 @@ async fn decode<'b>(
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn tokens_response(pair: &tokens::Pair, expires_in: i64) -> Response {
     json_response(
         StatusCode::OK,
@@ -344,4 +362,20 @@ fn tokens_response(pair: &tokens::Pair, expires_in: i64) -> Response {
             expires_in,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_cuts_on_a_character_boundary() {
+        assert_eq!(prefix("201", MAX_USERNAME), "201");
+        assert_eq!(prefix("abcdef", 3), "abc");
+        // "é" is two bytes: a cut inside it backs off to before it.
+        assert_eq!(prefix("jos\u{e9}", 4), "jos");
+        assert_eq!(prefix("\u{e9}", 1), "");
+        let long = "9".repeat(10_000);
+        assert_eq!(prefix(&long, MAX_USERNAME).len(), MAX_USERNAME);
+    }
 }

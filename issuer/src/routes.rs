@@ -4,18 +4,21 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
 use std::sync::Arc;
 
-use warp::Filter;
-use warp::http::HeaderMap;
+use bytes::{Buf, Bytes, BytesMut};
+use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
+use warp::{Filter, Rejection, Stream};
 
 use crate::ApiError;
 use crate::error::recover;
 use crate::handlers::{self, Meta};
 use crate::state::App;
 
-/// Login bodies are two short strings; anything bigger is refused unread.
+/// Login bodies are two short strings; anything bigger is a 400 (the contract's
+/// answer for a body too large, not 413: apps only know the original's messages).
 pub const MAX_LOGIN_BODY: u64 = 8 * 1024;
 
 /// Every route, with errors already turned into responses.
@@ -29,8 +32,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .and(warp::post())
         .and(with_app(&app))
         .and(meta())
-        .and(warp::body::content_length_limit(MAX_LOGIN_BODY))
-        .and(warp::body::bytes())
+        .and(login_body())
         .then(handlers::login)
         .map(respond);
     let refresh = warp::path!("auth" / "refresh")
@@ -81,6 +83,56 @@ fn with_app(
     warp::any().map(move || Arc::clone(&app))
 }
 
+/// The login body, at most [`MAX_LOGIN_BODY`] bytes. A `Content-Length` over the
+/// limit is refused before any byte is read. A chunked body (HTTP/1.1 clients that
+/// stream, e.g. OkHttp with an unknown length, send one; every HTTP/1.1 server must
+/// parse it) is read only up to the limit: the client that keeps sending gets its
+/// 400 after 8 KiB and the connection is dropped. A request with both framings
+/// never gets here as such: hyper drops the `Content-Length`, reads it as chunked
+/// and closes the connection after answering (RFC 9112 §6.1), so nothing sent
+/// after it is ever read as a request.
+fn login_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(|length: Option<u64>| async move {
+            match length {
+                Some(length) if length > MAX_LOGIN_BODY => {
+                    Err(warp::reject::custom(ApiError::BadCredentialsRequest))
+                }
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(|body| async move {
+            read_limited(body, MAX_LOGIN_BODY)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+/// Collects `body`, failing as soon as it passes `limit` bytes or breaks off.
+async fn read_limited<S, B>(body: S, limit: u64) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+        let mut chunk = chunk.map_err(|_| ApiError::BadCredentialsRequest)?;
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(ApiError::BadCredentialsRequest);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
 /// Client address and the headers the handlers read. Header values are taken raw,
 /// so a non-UTF-8 `Authorization` is an invalid token (401), not a 400.
 fn meta() -> impl Filter<Extract = (Meta,), Error = Infallible> + Clone {
@@ -88,9 +140,19 @@ fn meta() -> impl Filter<Extract = (Meta,), Error = Infallible> + Clone {
         .and(warp::header::headers_cloned())
         .map(|peer: Option<SocketAddr>, headers: HeaderMap| Meta {
             from: client_ip(peer, &headers),
-            authorization: headers.get("authorization").cloned(),
-            content_type: headers.get("content-type").cloned(),
+            authorization: single(&headers, "authorization"),
+            content_type: single(&headers, "content-type"),
         })
+}
+
+/// A header that may appear once. Two copies (which could disagree, and which a
+/// proxy and we might read differently) count as none: no token, no JSON.
+fn single(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value.clone()),
+        _ => None,
+    }
 }
 
 /// `X-Real-IP` is believed only from a loopback peer (our nginx).

@@ -54,7 +54,7 @@ fn hostile_bodies_are_400_and_leave_the_daemon_working() {
     drop(conn);
     let _ = pusher.join();
 
-    // Chunked body (no Content-Length): refused, not read without limit.
+    // Chunked body (no Content-Length): read up to the same 8 KiB limit; not JSON.
     let chunked = format!(
         "POST {BASE}/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     );

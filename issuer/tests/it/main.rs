@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod attacks;
 mod bad_input;
 mod disk_full;
 mod durability;
