@@ -189,5 +189,10 @@ fn read_password(prompt: &str) -> Result<String> {
     if secret.is_empty() {
         return Err(Error::Usage("empty password".into()));
     }
+    // Logins refuse a password with a NUL (PBKDF2-HMAC would treat "a" and "a\0"
+    // alike), so such a password could never be used.
+    if secret.contains('\0') {
+        return Err(Error::Usage("a password cannot contain a NUL byte".into()));
+    }
     Ok(secret)
 }

@@ -21,6 +21,9 @@ use softphone_shared::config::Config;
 
 /// Entries kept before the oldest are evicted; far above honest use.
 const MAX_ENTRIES: usize = 100_000;
+/// What eviction brings the tables down to: the full scan then happens at most
+/// once per 25 000 new entries, not on every attempt of a flood.
+const LOW_WATER: usize = MAX_ENTRIES * 3 / 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -154,16 +157,14 @@ fn evict(tables: &mut Tables, since: i64) {
     });
     // Still too many: a flood of distinct names. Forget arbitrary entries rather
     // than grow without bound; the per-user ceiling still slows what remains.
-    while tables.pairs.len() > MAX_ENTRIES {
-        let Some(key) = tables.pairs.keys().next().cloned() else {
-            break;
-        };
+    let excess = tables.pairs.len().saturating_sub(LOW_WATER);
+    let doomed: Vec<_> = tables.pairs.keys().take(excess).cloned().collect();
+    for key in doomed {
         tables.pairs.remove(&key);
     }
-    while tables.users.len() > MAX_ENTRIES {
-        let Some(key) = tables.users.keys().next().cloned() else {
-            break;
-        };
+    let excess = tables.users.len().saturating_sub(LOW_WATER);
+    let doomed: Vec<_> = tables.users.keys().take(excess).cloned().collect();
+    for key in doomed {
         tables.users.remove(&key);
     }
 }
@@ -225,5 +226,22 @@ mod tests {
         assert!(t.begin("201", ip(101), 1011).is_ok());
         // Other users are untouched.
         assert!(t.begin("202", ip(101), 1011).is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_names_stays_bounded() {
+        let t = throttle();
+        for i in 0..(MAX_ENTRIES as u64 + 30_000) {
+            let _ = t.begin(&format!("name-{i}"), ip(1), 1000);
+        }
+        let tables = t.tables.lock().unwrap();
+        assert!(tables.pairs.len() <= MAX_ENTRIES && tables.users.len() <= MAX_ENTRIES);
+        // The last eviction went down to the low-water mark, not to just under
+        // the ceiling, so the next scan is 25 000 attempts away.
+        assert!(
+            tables.pairs.len() < MAX_ENTRIES - 10_000,
+            "{}",
+            tables.pairs.len()
+        );
     }
 }

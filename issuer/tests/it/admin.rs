@@ -17,6 +17,8 @@ fn passwd_disable_and_revoke_end_sessions_at_once() {
     assert!(!ok && out.contains("username must be"), "{out}");
     let (ok, out) = d.admin(&["user", "add", "carol"], "\n");
     assert!(!ok && out.contains("empty password"), "{out}");
+    let (ok, out) = d.admin(&["user", "add", "carol"], "pass\0word\n");
+    assert!(!ok && out.contains("NUL"), "{out}");
 
     let (ok, list) = d.admin(&["user", "list"], "");
     assert!(ok);
