@@ -28,7 +28,7 @@ passwords=$(wc -l <"$patterns")
 # Every key the tests' daemons signed with (current and previous).
 keys=0
 while IFS= read -r -d '' file; do
-    while read -r line; do
+    while read -r line || [[ -n $line ]]; do
         key=${line##* }
         if [[ ${#key} -ge 32 && $line != \#* ]]; then
             echo "$key" >>"$patterns"
