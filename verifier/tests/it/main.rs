@@ -5,6 +5,7 @@
 
 mod attacks;
 mod hostile;
+mod http_attacks;
 mod signals;
 mod sources;
 mod startup;
