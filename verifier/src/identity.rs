@@ -1,10 +1,11 @@
 //! Identity response headers, interned.
 //!
-//! may_minihttp takes header lines as `&'static str`, so each distinct identity is
-//! formatted and leaked once. Only validly signed tokens get here, so the number of
-//! entries is bounded by the users the issuer ever signed for; a hard cap keeps a
-//! leaked or misused key from growing memory without end (beyond it, requests are
-//! refused rather than allowed without identity).
+//! Answers are built from `&'static str` header lines (no allocation per
+//! request), so each distinct identity is formatted and leaked once. Only validly
+//! signed tokens get here, so the number of entries is bounded by the users the
+//! issuer ever signed for; a hard cap keeps a leaked or misused key from growing
+//! memory without end (beyond it, requests are refused rather than allowed
+//! without identity).
 
 use std::collections::HashMap;
 use std::sync::RwLock;

@@ -5,9 +5,11 @@
 //! [`request`] turns a request into a [`decision::Decision`] (pure, fuzzable),
 //! [`reply`] is the one table from decisions to HTTP, [`revocations`] keeps the
 //! revoked sessions in memory and in step with the database, [`identity`] interns
-//! the identity headers, and [`server`] wires them into may_minihttp.
+//! the identity headers, [`conn`] is the bounded HTTP/1.1 loop of one connection,
+//! and [`server`] and [`unix`] are the TCP and unix-socket listeners.
 
 pub mod cache;
+pub mod conn;
 pub mod decision;
 pub mod error;
 pub mod identity;

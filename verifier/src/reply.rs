@@ -1,9 +1,7 @@
-//! The one table from decisions to HTTP, written out either into may_minihttp's
-//! response (TCP) or as raw bytes (the unix-socket listener). On its auth paths
-//! the verifier answers only 200, 401 or 403: nginx turns anything else into a
-//! 500 for the app, and nchan takes a 3xx as "allowed".
-
-use may_minihttp::Response;
+//! The one table from decisions to HTTP, written out as raw HTTP/1.1 bytes for
+//! both listeners. On its auth paths the verifier answers only 200, 401 or 403:
+//! nginx turns anything else into a 500 for the app, and nchan takes a 3xx as
+//! "allowed".
 
 use crate::decision::{Decision, DenyReason};
 
@@ -74,22 +72,9 @@ pub fn answer(decision: Decision) -> Answer {
     }
 }
 
-/// Into may_minihttp's response (it adds the status line, Date, Content-Length).
-pub fn write(decision: Decision, rsp: &mut Response<'_>) {
-    let a = answer(decision);
-    if a.status != 200 {
-        rsp.status_code(a.status as usize, a.reason);
-    }
-    for header in a.headers.iter().filter(|h| !h.is_empty()) {
-        rsp.header(header);
-    }
-    if !a.body.is_empty() {
-        rsp.body(a.body);
-    }
-}
-
-/// As raw HTTP/1.1 bytes appended to `out`.
-pub fn encode(decision: Decision, out: &mut Vec<u8>) {
+/// As raw HTTP/1.1 bytes appended to `out`; `close` says the connection closes
+/// after this answer.
+pub fn encode(decision: Decision, close: bool, out: &mut Vec<u8>) {
     let a = answer(decision);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status_text(a.status).as_bytes());
@@ -100,6 +85,9 @@ pub fn encode(decision: Decision, out: &mut Vec<u8>) {
     for header in a.headers.iter().filter(|h| !h.is_empty()) {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(header.as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"\r\nConnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(a.body.as_bytes());
@@ -121,7 +109,7 @@ mod tests {
     #[test]
     fn raw_answers_are_well_formed() {
         let mut out = Vec::new();
-        encode(Decision::Unauthorized(DenyReason::NoToken), &mut out);
+        encode(Decision::Unauthorized(DenyReason::NoToken), false, &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: Bearer realm=\"softphone\"\r\nCache-Control: no-store\r\n\r\n"
@@ -134,13 +122,14 @@ mod tests {
         ] {
             assert_eq!(answer(d).length, answer(d).body.len().to_string());
             let mut out = Vec::new();
-            encode(d, &mut out);
+            encode(d, true, &mut out);
             let text = String::from_utf8_lossy(&out).into_owned();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             assert!(
                 head.contains(&format!("Content-Length: {}", body.len())),
                 "{text}"
             );
+            assert!(head.ends_with("\r\nConnection: close"), "{text}");
         }
     }
 }

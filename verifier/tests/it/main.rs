@@ -6,6 +6,7 @@
 mod attacks;
 mod clock;
 mod hostile;
+mod http_attacks;
 mod rotation;
 mod signals;
 mod soak;

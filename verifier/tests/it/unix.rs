@@ -1,5 +1,5 @@
-//! The verifier's unix-socket listener answers exactly like the TCP one, and is
-//! stricter about what a connection may send.
+//! The verifier's unix-socket listener answers exactly like the TCP one (both
+//! run the same connection loop), including its limits.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -43,7 +43,7 @@ fn statuses(s: &mut UnixStream, n: usize) -> Vec<u16> {
 }
 
 #[test]
-fn answers_like_tcp_and_refuses_what_tcp_tolerates() {
+fn answers_like_tcp_with_the_same_limits() {
     let d = Daemons::start_with(
         "unix",
         Options::default().with("SOFTPHONE_VERIFIER_SOCKET", "{dir}/run/verifier.sock"),
@@ -127,13 +127,16 @@ fn answers_like_tcp_and_refuses_what_tcp_tolerates() {
     let _ = s.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 
-    // A head that outgrows 16 KiB closes the connection instead of growing.
+    // A head that outgrows 16 KiB is refused and the connection closes instead
+    // of growing.
     let mut s = connect(&d);
     let _ =
         s.write_all(format!("GET {CHECK} HTTP/1.1\r\nX-Big: {}", "a".repeat(20_000)).as_bytes());
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
-    assert!(rest.is_empty());
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 401 "), "{rest}");
+    assert!(rest.ends_with("\r\nConnection: close\r\n\r\n"), "{rest}");
 
     // And the verifier still answers.
     let mut s = connect(&d);
