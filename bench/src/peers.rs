@@ -41,6 +41,15 @@ impl Drop for Peers {
             .args(["-QUIT", &self.nginx.id().to_string()])
             .status();
         let _ = self.nginx.wait();
+        // SIGTERM, not SIGKILL: PHP-FPM's master stops its pool workers first; a
+        // killed master would leave them running, orphaned.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.php.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(self.php.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.php.kill();
         let _ = self.php.wait();
     }

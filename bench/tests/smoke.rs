@@ -5,8 +5,21 @@
 
 use std::process::Command;
 
+/// Process ids of PHP-FPM pool workers of the bench's pool.
+fn php_workers() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"php-fpm: pool bench"))
+        })
+        .collect()
+}
+
 #[test]
 fn the_suite_runs_every_scenario_and_writes_its_reports() {
+    let before = php_workers();
     let out_dir = softphone_testkit::TestDir::new("bench-smoke");
     let out = Command::new(env!("CARGO_BIN_EXE_softphone-bench"))
         .args([
@@ -24,6 +37,12 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The peers are stopped with everything they started.
+    let left: Vec<u32> = php_workers()
+        .into_iter()
+        .filter(|pid| !before.contains(pid))
+        .collect();
+    assert!(left.is_empty(), "PHP-FPM workers left running: {left:?}");
     for scenario in [
         "verifier-floor",
         "verifier-valid",
