@@ -97,33 +97,33 @@ fuzz_target!(
         LazyLock::force(&VERIFIER);
     },
     |data: &[u8]| {
-    if data.len() > MAX_INPUT {
-        return;
-    }
-    let verifier = &*VERIFIER;
-    let input = RequestInput::parse(data);
-    let mut head = Head::new(input.target);
-    for &(name, value) in input.headers() {
-        head.header(name, value);
-    }
-    SCRATCH.with_borrow_mut(|scratch| {
-        let (first, first_allocs) = counted(|| verifier.decide(&head, NOW, scratch));
-        let (second, second_allocs) = counted(|| verifier.decide(&head, NOW, scratch));
-        assert_eq!(first, second, "the same request decided twice");
-        if *REPORT {
-            report(first, first_allocs, second_allocs);
-        } else {
-            assert!(
-                first_allocs <= FIRST_BUDGET,
-                "{first_allocs} allocations for a first decision ({first:?})"
-            );
-            assert!(
-                second_allocs <= repeated_budget(second),
-                "{second_allocs} allocations for a repeated decision ({second:?})"
-            );
+        if data.len() > MAX_INPUT {
+            return;
         }
-        backed_by_the_decoders(&head, first);
-    });
+        let verifier = &*VERIFIER;
+        let input = RequestInput::parse(data);
+        let mut head = Head::new(input.target);
+        for &(name, value) in input.headers() {
+            head.header(name, value);
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            let (first, first_allocs) = counted(|| verifier.decide(&head, NOW, scratch));
+            let (second, second_allocs) = counted(|| verifier.decide(&head, NOW, scratch));
+            assert_eq!(first, second, "the same request decided twice");
+            if *REPORT {
+                report(first, first_allocs, second_allocs);
+            } else {
+                assert!(
+                    first_allocs <= FIRST_BUDGET,
+                    "{first_allocs} allocations for a first decision ({first:?})"
+                );
+                assert!(
+                    second_allocs <= repeated_budget(second),
+                    "{second_allocs} allocations for a repeated decision ({second:?})"
+                );
+            }
+            backed_by_the_decoders(&head, first);
+        });
     }
 );
 

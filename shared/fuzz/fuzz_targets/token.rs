@@ -54,18 +54,18 @@ fuzz_target!(
         LazyLock::force(&KEY);
     },
     |data: &[u8]| {
-    if data.len() > MAX_INPUT {
-        return;
-    }
-    if data.first() == Some(&b'{') {
-        let (header, payload) = match data.iter().position(|&b| b == b'\n') {
-            Some(at) => (&data[..at], &data[at + 1..]),
-            None => (&br#"{"alg":"HS256","typ":"JWT"}"#[..], data),
-        };
-        check(sign_segments(header, payload).as_bytes());
-    } else {
-        check(data);
-    }
+        if data.len() > MAX_INPUT {
+            return;
+        }
+        if data.first() == Some(&b'{') {
+            let (header, payload) = match data.iter().position(|&b| b == b'\n') {
+                Some(at) => (&data[..at], &data[at + 1..]),
+                None => (&br#"{"alg":"HS256","typ":"JWT"}"#[..], data),
+            };
+            check(sign_segments(header, payload).as_bytes());
+        } else {
+            check(data);
+        }
     }
 );
 
