@@ -75,6 +75,8 @@ for target in "${targets[@]}"; do
         failed=1
         echo "fuzz $target: FAILED (exit $status)" >&2
         tail -n 40 "$log" >&2
+        # The panic message sits above a long backtrace: repeat it last.
+        grep -A1 -m1 'panicked at' "$log" >&2 || true
         find "$artifacts" -type f -newer "$work/$target/started" | while read -r input; do
             echo "fuzz $target: replay with: $bin/$target $input" >&2
         done
