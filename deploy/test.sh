@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of softphone-backend: unit tests, integration tests of the real
-# daemons on loopback, and end-to-end tests through the real nginx + nchan.
+# daemons on loopback, end-to-end tests through the real nginx + nchan, a sweep
+# of every log they wrote, and a bounded fuzzing run.
 # Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
 # curl; fail2ban and systemd to check our files with their tools; faketime for
 # the clock tests; wrk and the bench's comparison peers (nginx Lua, luaossl,
@@ -34,6 +35,8 @@ cleanup() {
 trap cleanup EXIT
 TMPDIR=$root SOFTPHONE_KEEP_TEST_DIRS=1 cargo test --workspace --locked 2>&1 | tee "$log"
 deploy/log-sweep.sh "$root" 2>&1 | tee -a "$log"
+# Coverage-guided fuzzing, 60 s per target, from the committed seeds.
+deploy/fuzz.sh 60 2>&1 | tee -a "$log"
 # One closing line over all test binaries (cargo prints one per binary).
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"

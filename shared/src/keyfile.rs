@@ -121,6 +121,11 @@ pub fn retired(until: i64, now: i64) -> bool {
 }
 
 impl KeyRing {
+    /// A ring of a current key and previous keys with their deadlines, newest first.
+    pub fn new(current: Key, previous: Vec<(Key, i64)>) -> KeyRing {
+        KeyRing { current, previous }
+    }
+
     /// A ring of one key and no previous keys.
     pub fn single(current: Key) -> KeyRing {
         KeyRing {

@@ -24,7 +24,7 @@ use std::sync::{LazyLock, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, RequestInput};
-use softphone_shared::keyfile::Key;
+use softphone_shared::keyfile::KeyRing;
 use softphone_shared::token::{
     MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, Validation, decode_access, decode_refresh,
 };
@@ -85,7 +85,7 @@ static GLOBAL: Counting = Counting;
 static VERIFIER: LazyLock<Verifier> =
     LazyLock::new(|| softphone_fuzz::verifier(&softphone_fuzz::data_dir()));
 
-static KEY: LazyLock<Key> = LazyLock::new(softphone_fuzz::key);
+static KEY: LazyLock<KeyRing> = LazyLock::new(softphone_fuzz::key);
 
 thread_local! {
     /// One connection's scratch, kept across inputs as the server keeps it.

@@ -20,12 +20,12 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, sign_segments};
-use softphone_shared::keyfile::Key;
+use softphone_shared::keyfile::KeyRing;
 use softphone_shared::token::{
     self, PAYLOAD_BUF, TokenError, TokenType, Validation, decode, decode_access, decode_refresh,
 };
 
-static KEY: LazyLock<Key> = LazyLock::new(softphone_fuzz::key);
+static KEY: LazyLock<KeyRing> = LazyLock::new(softphone_fuzz::key);
 
 const AT_NOW: Validation = Validation {
     now: NOW,
@@ -90,7 +90,7 @@ fn check(token: &[u8]) {
             assert_eq!(access, typed(TokenType::Access), "decode_access");
             assert_eq!(refresh, typed(TokenType::Refresh), "decode_refresh");
 
-            let again = token::sign(claims, key);
+            let again = token::sign(claims, key.current());
             let mut again_buf = [0u8; PAYLOAD_BUF];
             assert_eq!(
                 decode(&again, key, AT_NOW, &mut again_buf).as_ref(),

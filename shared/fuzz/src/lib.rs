@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
-use softphone_shared::keyfile::Key;
+use softphone_shared::keyfile::{Key, KeyRing};
 use softphone_shared::seclog::{Event, RATE_LIMIT_PER_SECOND, SecurityLog};
 use softphone_shared::store::{NewSession, RevokeReason, Store};
 use softphone_shared::token::{self, Claims, TokenType};
@@ -31,15 +31,21 @@ pub const LEEWAY: i64 = 30;
 /// Longest input either target looks at (`-max_len`): a maximal token plus room.
 pub const MAX_INPUT: usize = 4096;
 
-/// The one place that builds the key: the key API is becoming a key ring (kid,
-/// previous keys), and only this function should need to follow it.
-pub fn key() -> Key {
-    Key::from_text(KEY_TEXT).expect("the fixed key is long enough")
+/// A key rotated out before [`KEY_TEXT`], still verifying until [`NOW`] + 100.
+pub const PREVIOUS_KEY_TEXT: &str =
+    "0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e";
+
+/// The one place that builds the keys: the fixture key as the current one, and a
+/// previous key so the previous-key paths (lookup by `kid`, deadline) are fuzzed too.
+pub fn key() -> KeyRing {
+    let current = Key::from_text(KEY_TEXT).expect("the fixed key is long enough");
+    let previous = Key::from_text(PREVIOUS_KEY_TEXT).expect("the fixed key is long enough");
+    KeyRing::new(current, vec![(previous, NOW + 100)])
 }
 
 /// The fixture key's `kid`, for seeds whose header names it.
 fn key_id() -> String {
-    key().kid().to_owned()
+    key().current().kid().to_owned()
 }
 
 /// Signs raw header and payload JSON as the contract defines HS256 (HMAC over the
@@ -64,17 +70,17 @@ fn hs256(key_text: &str, header: &[u8], payload: &[u8]) -> String {
 
 // ----- the `request` input format ---------------------------------------------------
 
-/// Most headers a request carries: may_minihttp parses at most 16.
-pub const MAX_HEADERS: usize = 16;
+/// Most headers a request carries: the verifier's connection loop parses at most 32.
+pub const MAX_HEADERS: usize = softphone_verifier::conn::MAX_HEADERS;
 
 /// One request as the verifier sees it, borrowed from the fuzz input:
 ///
 /// ```text
 /// <request target: path and query>\n
-/// <Header-Name>: <value>\n        (up to 16 lines; other lines are skipped)
+/// <Header-Name>: <value>\n        (up to MAX_HEADERS lines; others are skipped)
 /// ```
 ///
-/// Bytes that are not UTF-8 end the target (may_minihttp hands us `&str`) and
+/// Bytes that are not UTF-8 end the target (httparse hands the verifier `&str`) and
 /// skip a header name; values are raw bytes, leading blanks trimmed as httparse does.
 #[derive(Debug, Default)]
 pub struct RequestInput<'a> {
@@ -217,7 +223,8 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 /// unknown session, expired, not yet valid, unsendable identity, and the classic
 /// forgeries (alg none, other algorithms, stray header fields, wrong key).
 pub fn seed_tokens() -> Vec<(&'static str, String)> {
-    let k = key();
+    let ring = key();
+    let k = ring.current();
     let access = claims(LIVE_SID, "201", TokenType::Access);
     let mut expired = access.clone();
     expired.iat = NOW - 7200;
@@ -232,6 +239,7 @@ pub fn seed_tokens() -> Vec<(&'static str, String)> {
     );
     vec![
         ("access", token::sign(&access, &k)),
+        ("previous-key", token::sign(&access, &ring.previous()[0].0)),
         (
             "refresh",
             token::sign(&claims(LIVE_SID, "201", TokenType::Refresh), &k),
