@@ -52,7 +52,8 @@ impl Verified {
         Verified {
             exp: claims.exp,
             key_until,
-            nbf: claims.nbf,
+            // Not before `nbf` nor before it was issued, as `token::verify` checks.
+            nbf: Some(claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat))),
             kind: claims.kind,
             sid: claims.sid.into(),
             username: claims.username.into(),

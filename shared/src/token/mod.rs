@@ -216,15 +216,16 @@ pub fn verify<'b>(
     let payload_len = decode_segment(payload_b64, buf)?;
     let claims: Claims<'b> =
         serde_json::from_slice(&buf[..payload_len]).map_err(|_| TokenError::BadClaims)?;
-    if claims.sid.is_empty() || claims.jti.is_empty() {
+    // A token issued before 1970 or after its own expiry was not made by us.
+    if claims.sid.is_empty() || claims.jti.is_empty() || claims.iat < 0 || claims.iat > claims.exp {
         return Err(TokenError::BadClaims);
     }
     if validation.now > claims.exp.saturating_add(validation.leeway) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = claims.nbf
-        && validation.now.saturating_add(validation.leeway) < nbf
-    {
+    // Not valid before `nbf`, nor before it was issued (a token from the future).
+    let not_before = claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat));
+    if validation.now.saturating_add(validation.leeway) < not_before {
         return Err(TokenError::NotYetValid);
     }
     Ok(Verified { claims, key_until })

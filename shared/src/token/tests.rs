@@ -332,12 +332,47 @@ fn expiry_and_not_before_edges_are_exact_with_leeway() {
         decode(OURS, &ring(), at(i64::MAX), &mut buf).unwrap_err(),
         TokenError::Expired
     );
-    assert!(decode(OURS, &ring(), at(0), &mut buf).is_ok());
+    // A clock at the epoch sees a token issued in 2026 as one from the future.
+    assert_eq!(
+        decode(OURS, &ring(), at(0), &mut buf).unwrap_err(),
+        TokenError::NotYetValid
+    );
     let far = craft(
         r#"{"alg":"HS256"}"#,
         &payload_with(r#""exp":9223372036854775807,"nbf":-9223372036854775808,"type":"access""#),
     );
-    assert!(decode(&far, &ring(), at(i64::MIN), &mut buf).is_ok());
+    assert!(decode(&far, &ring(), at(IAT), &mut buf).is_ok());
+    assert_eq!(
+        decode(&far, &ring(), at(i64::MIN), &mut buf).unwrap_err(),
+        TokenError::NotYetValid
+    );
+    // Issued in the future: refused until then (with leeway).
+    assert_eq!(
+        decode(OURS, &ring(), at(IAT - 31), &mut buf).unwrap_err(),
+        TokenError::NotYetValid
+    );
+    assert!(decode(OURS, &ring(), at(IAT - 30), &mut buf).is_ok());
+}
+
+#[test]
+fn issued_at_must_be_a_time_before_expiry() {
+    for (why, iat) in [
+        ("negative", "-1"),
+        ("after exp", &format!("{}", EXP + 1)),
+        ("string", &format!(r#""{IAT}""#)),
+        ("float", &format!("{IAT}.5")),
+        ("2^64", "18446744073709551616"),
+        ("null", "null"),
+        ("array", &format!("[{IAT}]")),
+    ] {
+        let token = craft(
+            r#"{"alg":"HS256"}"#,
+            &format!(
+                r#"{{"sub":7,"username":"201","role":"user","iat":{iat},"exp":{EXP},"type":"access","sid":"s","jti":"j"}}"#
+            ),
+        );
+        assert_eq!(check(&token), Err(TokenError::BadClaims), "iat {why}");
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! temporary ports and directories, in front of the real daemons.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod front;
 mod nchan;
 mod ops;
