@@ -288,20 +288,49 @@ mod tests {
 
     use super::*;
 
-    /// A cached token is still checked for expiry and revocation on every use.
-    #[test]
-    fn cached_tokens_still_expire_and_get_revoked() {
-        let dir = std::env::temp_dir().join(format!("softphone-decision-{}", std::process::id()));
+    struct Fixture {
+        dir: std::path::PathBuf,
+        store: Store,
+        verifier: Verifier,
+        /// An access token of the live session `sid-1`.
+        token: String,
+    }
+
+    /// A verifier over a new key file and database holding the session `sid-1`,
+    /// with the token's key rotated out (verifying until `previous_until`) if given.
+    fn fixture(name: &str, now: i64, previous_until: Option<i64>) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("softphone-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let key_path = dir.join("secret.key");
         let db = dir.join("softphone.db");
         let key = keyfile::load_or_create(&key_path).unwrap();
-        let now = 1_800_000_000;
         let token = softphone_testkit::access_token(&key, "sid-1", now);
         let mut store = Store::open(&db).unwrap();
         softphone_testkit::insert_session(&mut store, "sid-1", now);
+        if let Some(until) = previous_until {
+            keyfile::rotate(&key_path, until, now).unwrap();
+        }
         let revocations = Revocations::open(&db, now, 30).unwrap();
-        let verifier = Verifier::new(KeyRing::single(key), key_path, 30, revocations, None);
+        let keys = KeyRing::load(&key_path).unwrap();
+        let verifier = Verifier::new(keys, key_path, 30, revocations, None);
+        Fixture {
+            dir,
+            store,
+            verifier,
+            token,
+        }
+    }
+
+    /// A cached token is still checked for expiry and revocation on every use.
+    #[test]
+    fn cached_tokens_still_expire_and_get_revoked() {
+        let now = 1_800_000_000;
+        let Fixture {
+            dir,
+            mut store,
+            verifier,
+            token,
+        } = fixture("decision", now, None);
         let auth = format!("Bearer {token}");
         let mut head = Head::new("/auth");
         head.header("Authorization", auth.as_bytes());
@@ -342,19 +371,13 @@ mod tests {
     /// the previous key's deadline on.
     #[test]
     fn cached_tokens_of_a_previous_key_stop_at_its_deadline() {
-        let dir = std::env::temp_dir().join(format!("softphone-retired-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let key_path = dir.join("secret.key");
-        let db = dir.join("softphone.db");
-        let key = keyfile::load_or_create(&key_path).unwrap();
         let now = 1_800_000_000;
-        let token = softphone_testkit::access_token(&key, "sid-1", now);
-        let mut store = Store::open(&db).unwrap();
-        softphone_testkit::insert_session(&mut store, "sid-1", now);
-        keyfile::rotate(&key_path, now + 100, now).unwrap();
-        let revocations = Revocations::open(&db, now, 30).unwrap();
-        let keys = KeyRing::load(&key_path).unwrap();
-        let verifier = Verifier::new(keys, key_path, 30, revocations, None);
+        let Fixture {
+            dir,
+            verifier,
+            token,
+            ..
+        } = fixture("retired", now, Some(now + 100));
         let auth = format!("Bearer {token}");
         let mut head = Head::new("/auth");
         head.header("Authorization", auth.as_bytes());

@@ -4,43 +4,18 @@
 //! process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use softphone_shared::keyfile;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
+use softphone_testkit::counting::{Counting, allocations};
 use softphone_testkit::{CHECK, TestDir, free_port};
 use softphone_verifier::decision::Verifier;
 use softphone_verifier::revocations::Revocations;
 use softphone_verifier::server;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -124,12 +99,12 @@ fn a_valid_token_costs_no_allocation_per_request() {
         assert_eq!(round_trip(&mut stream, &request, &mut buf), 200);
     }
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for _ in 0..REQUESTS {
         assert_eq!(round_trip(&mut stream, &request, &mut buf), 200);
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    let per_request = allocations as f64 / REQUESTS as f64;
-    eprintln!("{allocations} allocations over {REQUESTS} requests: {per_request:.4} per request");
+    let allocated = allocations() - before;
+    let per_request = allocated as f64 / REQUESTS as f64;
+    eprintln!("{allocated} allocations over {REQUESTS} requests: {per_request:.4} per request");
     assert!(per_request < 0.05, "{per_request} allocations per request");
 }

@@ -17,13 +17,12 @@
     reason = "fuzz target: a panic is how a finding is reported"
 )]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, RequestInput};
+use softphone_testkit::counting::{Counting, allocations};
 use softphone_shared::keyfile::KeyRing;
 use softphone_shared::token::{
     MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, Validation, decode_access, decode_refresh,
@@ -52,30 +51,6 @@ fn repeated_budget(decision: Decision) -> u64 {
             TokenError::Malformed | TokenError::BadHeader | TokenError::BadClaims,
         )) => JSON_ERROR_BUDGET,
         _ => 0,
-    }
-}
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code, reason = "a global allocator is unsafe by definition")]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -151,9 +126,9 @@ fn report(decision: Decision, first: u64, second: u64) {
 }
 
 fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     let result = f();
-    (result, ALLOCATIONS.load(Ordering::Relaxed) - before)
+    (result, allocations() - before)
 }
 
 /// A 200 needs a token `decode_access` accepts, a 403 one `decode_refresh` accepts.

@@ -6,6 +6,7 @@
 //! Test code: failing loudly (panicking) is the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod counting;
 pub mod forge;
 pub mod http;
 pub mod mikopbx;
