@@ -22,11 +22,11 @@ use std::sync::{LazyLock, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, RequestInput};
-use softphone_testkit::counting::{Counting, allocations};
 use softphone_shared::keyfile::KeyRing;
 use softphone_shared::token::{
     MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, Validation, decode_access, decode_refresh,
 };
+use softphone_testkit::counting::{Counting, allocations};
 use softphone_verifier::decision::{Decision, DenyReason, Scratch, Verifier};
 use softphone_verifier::request::{Found, Head, find_token};
 
