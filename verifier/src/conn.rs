@@ -82,6 +82,7 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
             match req.parse_with_uninit_headers(&buf[consumed..filled], &mut headers) {
                 Ok(httparse::Status::Complete(len)) => {
                     let mut head = Head::new(req.path.unwrap_or("/"));
+                    head.method(req.method.unwrap_or(""));
                     for h in req.headers.iter() {
                         head.header(h.name, h.value);
                     }

@@ -22,6 +22,8 @@ pub enum DenyReason {
     Conflict,
     /// The request carried a body; nginx never sends one to us.
     UnexpectedBody,
+    /// Not GET or HEAD.
+    UnexpectedMethod,
     Token(TokenError),
     /// The revocation list could not be brought up to date: fail closed.
     StoreUnavailable,
@@ -35,6 +37,7 @@ impl DenyReason {
             DenyReason::NoToken => "no_token",
             DenyReason::Conflict => "conflicting_tokens",
             DenyReason::UnexpectedBody => "unexpected_body",
+            DenyReason::UnexpectedMethod => "unexpected_method",
             DenyReason::Token(e) => e.as_str(),
             DenyReason::StoreUnavailable => "store_unavailable",
             DenyReason::Identity => "bad_identity",
@@ -145,6 +148,9 @@ impl Verifier {
         }
         if head.has_body {
             return self.deny(head, DenyReason::UnexpectedBody, "", now);
+        }
+        if head.other_method {
+            return self.deny(head, DenyReason::UnexpectedMethod, "", now);
         }
         let Scratch {
             token: token_buf,

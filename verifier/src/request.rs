@@ -30,6 +30,8 @@ pub struct Head<'a> {
     pub real_ip: Option<&'a [u8]>,
     /// A `Content-Length` other than 0, or any `Transfer-Encoding`.
     pub has_body: bool,
+    /// A method other than GET or HEAD (see [`Head::method`]).
+    pub other_method: bool,
 }
 
 impl<'a> Head<'a> {
@@ -38,6 +40,12 @@ impl<'a> Head<'a> {
             target,
             ..Head::default()
         }
+    }
+
+    /// Records the method. nginx asks with the client's GET or HEAD (media,
+    /// WebSocket) and nchan with GET; anything else is not a question nginx asks.
+    pub fn method(&mut self, method: &str) {
+        self.other_method = method != "GET" && method != "HEAD";
     }
 
     /// Records one header; names are matched case-insensitively.

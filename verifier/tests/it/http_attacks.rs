@@ -713,3 +713,29 @@ fn slowloris_does_not_starve_valid_clients() {
     drop(slow);
     assert_still_serving(&mut d, &a);
 }
+
+/// nginx asks with the client's GET or HEAD, nchan with GET: any other method,
+/// even with a valid token and no body, is not a question nginx asks.
+#[test]
+fn methods_other_than_get_and_head_are_refused() {
+    let (mut d, access, _) = logged_in("http-methods");
+    let bearer = format!("Bearer {access}");
+    for (method, want) in [
+        ("GET", 200),
+        ("HEAD", 200),
+        ("POST", 401),
+        ("PUT", 401),
+        ("DELETE", 401),
+        ("PATCH", 401),
+        ("OPTIONS", 401),
+        ("TRACE", 401),
+        ("get", 401),
+    ] {
+        let got = one(
+            &d,
+            &build(method, CHECK, &[("Authorization", &bearer)], b""),
+        );
+        assert_eq!(got, Some(want), "{method}");
+    }
+    assert_still_serving(&mut d, &access);
+}
