@@ -46,6 +46,8 @@ const UNREADABLE: Decision = Decision::Unauthorized(DenyReason::Token(TokenError
 pub trait Stream: Read + Write {
     fn shutdown_write(&self) -> io::Result<()>;
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Parks until the stream has something to read (or is closed).
+    fn wait_readable(&self);
 }
 
 impl Stream for may::net::TcpStream {
@@ -54,6 +56,9 @@ impl Stream for may::net::TcpStream {
     }
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         may::net::TcpStream::set_read_timeout(self, timeout)
+    }
+    fn wait_readable(&self) {
+        may::io::WaitIo::wait_io(self);
     }
 }
 
@@ -64,6 +69,9 @@ impl Stream for may::os::unix::net::UnixStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         may::os::unix::net::UnixStream::set_read_timeout(self, timeout)
     }
+    fn wait_readable(&self) {
+        may::io::WaitIo::wait_io(self);
+    }
 }
 
 /// Serves one connection until the client closes it or breaks the rules above.
@@ -72,6 +80,7 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
     let mut filled = 0;
     let mut out = Vec::with_capacity(1024);
     let mut scratch = Scratch::new();
+    let mut answered = false;
     loop {
         // Answer every complete request in the buffer, in order.
         let mut consumed = 0;
@@ -104,6 +113,7 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
         if !out.is_empty() {
             stream.write_all(&out)?;
             out.clear();
+            answered = true;
         }
         buf.copy_within(consumed..filled, 0);
         filled -= consumed;
@@ -113,6 +123,13 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
                 return finish(stream, &out, &mut buf);
             }
             buf.resize((buf.len() * 2).min(MAX_HEAD), 0);
+        }
+        // nginx sends the next request on a connection only after our answer
+        // to the last one: reading right away would almost always find nothing
+        // (a wasted `recv`, measured as one syscall per request). Wait for the
+        // event first; a read that races with new data still finds it.
+        if filled == 0 && answered {
+            stream.wait_readable();
         }
         let n = stream.read(&mut buf[filled..])?;
         if n == 0 {
