@@ -16,6 +16,7 @@ pub mod identity;
 pub mod reply;
 pub mod request;
 pub mod revocations;
+pub mod sched;
 pub mod server;
 pub mod unix;
 

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let config = Config::load(args.config.as_deref())?;
+    // First, so that every thread started below inherits it.
+    let sched = softphone_verifier::sched::batch();
     let keys = KeyRing::load_or_create(&config.key_file)?;
     if let Some(warning) = keyfile::permission_warning(&config.key_file) {
         eprintln!("softphone-verifier: {warning}");
@@ -71,7 +73,7 @@ fn run(args: Args) -> Result<()> {
     }
     let server = server::start(verifier, config.verifier_listen)?;
     eprintln!(
-        "softphone-verifier: listening on {} ({} worker(s))",
+        "softphone-verifier: listening on {} ({} worker(s), {sched})",
         config.verifier_listen, config.verifier_workers
     );
     let _ = server.join();

@@ -55,3 +55,26 @@ fn broken_keys_and_databases_stop_it_with_a_clear_message() {
     assert!(!ok, "started on a corrupt database");
     assert!(stderr.contains(&db.display().to_string()), "{stderr}");
 }
+
+/// Every thread of the verifier runs SCHED_BATCH (see `sched.rs` for why), and
+/// the startup line says so.
+#[test]
+fn it_runs_every_thread_under_sched_batch() {
+    const SCHED_BATCH: &str = "3";
+    let (d, access, _) = crate::logged_in("sched");
+    assert_eq!(d.check(Some(&access)).status, 200);
+    let (_, pid) = d.pids();
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .collect();
+    assert!(tasks.len() >= 3, "{tasks:?}");
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // Field 41 of stat (the 39th after the command name) is the policy.
+        assert_eq!(fields[38], SCHED_BATCH, "{}: {stat}", task.display());
+    }
+    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    assert!(stderr.contains("SCHED_BATCH"), "{stderr}");
+}
