@@ -22,6 +22,10 @@ ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime
     /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so:lua-cjson \
     /usr/sbin/php-fpm8.2:php8.2-fpm
 
+# The fuzz crate has its own lock file: fail now, not after the suite, when a
+# dependency change left it behind.
+cargo metadata --locked --format-version 1 --manifest-path shared/fuzz/Cargo.toml >/dev/null
+
 log=$(mktemp)
 # Every test directory is kept under one root, so the log sweep below sees
 # every log the suite wrote.
