@@ -24,3 +24,12 @@ pub fn logged_in(name: &str) -> (softphone_testkit::Daemons, String, String) {
     let (access, refresh) = d.tokens(USER, PASSWORD);
     (d, access, refresh)
 }
+
+/// Sends signal `name` (`HUP`, `TERM`, …) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}

@@ -3,7 +3,6 @@
 //! checked against the current key only.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -15,21 +14,13 @@ use ring::hmac;
 use softphone_testkit::http::{Conn, build};
 use softphone_testkit::{CHECK, Daemons};
 
-use crate::{PASSWORD, USER, logged_in};
+use crate::{PASSWORD, USER, logged_in, signal};
 
 fn kid_of(token: &str) -> String {
     let header = token.split('.').next().unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     json["kid"].as_str().unwrap_or_default().to_owned()
-}
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 /// Waits until `f` holds, for at most `seconds`.

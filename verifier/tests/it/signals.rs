@@ -1,17 +1,8 @@
 //! SIGHUP reloads the key (and reopens logs); SIGTERM stops cleanly.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{PASSWORD, USER, logged_in};
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
+use crate::{PASSWORD, USER, logged_in, signal};
 
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(10);
