@@ -90,20 +90,28 @@ pub fn load_or_create(path: &Path) -> Result<Key> {
 
 /// Loads an existing key file; refuses empty, short or unreadable files.
 pub fn load(path: &Path) -> Result<Key> {
+    read_key(path).map(|(key, _)| key)
+}
+
+/// The key file's key and its text (trimmed), refusing empty or short files.
+fn read_key(path: &Path) -> Result<(Key, String)> {
     let text =
         fs::read_to_string(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?;
-    if text.trim().is_empty() {
+    let text = text.trim();
+    if text.is_empty() {
         return Err(key_error(path, "file is empty".into()));
     }
-    Key::from_text(&text).ok_or_else(|| {
+    let key = Key::from_text(text).ok_or_else(|| {
         key_error(
             path,
             format!("key is shorter than {MIN_KEY_CHARS} characters"),
         )
-    })
+    })?;
+    Ok((key, text.to_owned()))
 }
 
-/// The current key and the previous keys still within their deadline.
+/// The current key and the previous keys. A previous key verifies nothing from
+/// its deadline on ([`retired`]); the next rotation drops it from the file.
 #[derive(Debug)]
 pub struct KeyRing {
     current: Key,
@@ -265,14 +273,7 @@ pub struct Rotation {
 /// daemon that sees the new key also sees the old one. Both files are replaced by
 /// rename, so a reader never sees half a file.
 pub fn rotate(path: &Path, keep_until: i64, now: i64) -> Result<Rotation> {
-    let old_text =
-        fs::read_to_string(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?;
-    let old = Key::from_text(&old_text).ok_or_else(|| {
-        key_error(
-            path,
-            format!("key is shorter than {MIN_KEY_CHARS} characters"),
-        )
-    })?;
+    let (old, old_text) = read_key(path)?;
     let previous_file = previous_path(path);
     let previous_text = read_previous(&previous_file)?;
     let existing = previous_entries(&previous_file, &previous_text)?;
@@ -281,7 +282,7 @@ pub fn rotate(path: &Path, keep_until: i64, now: i64) -> Result<Rotation> {
         "# Keys rotated out of secret.key, newest first: `<unix time until which\n\
          # tokens signed with the key verify> <key>`. Written by `softphone-issuer key rotate`.\n",
     );
-    out.push_str(&format!("{keep_until} {}\n", old_text.trim()));
+    out.push_str(&format!("{keep_until} {old_text}\n"));
     let mut dropped = 0;
     for (until, key) in existing {
         if until > now {

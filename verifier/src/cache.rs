@@ -33,7 +33,8 @@ pub struct Verified {
     pub exp: i64,
     /// When the signing key stops verifying (a rotated-out key's deadline).
     pub key_until: i64,
-    pub nbf: Option<i64>,
+    /// Not valid before this: `nbf` or the issue time, whichever is later.
+    pub not_before: i64,
     pub kind: TokenType,
     pub sid: Box<str>,
     pub username: Box<str>,
@@ -52,8 +53,8 @@ impl Verified {
         Verified {
             exp: claims.exp,
             key_until,
-            // Not before `nbf` nor before it was issued, as `token::verify` checks.
-            nbf: Some(claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat))),
+            // As `token::verify` checks it.
+            not_before: claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat)),
             kind: claims.kind,
             sid: claims.sid.into(),
             username: claims.username.into(),
@@ -193,7 +194,7 @@ mod tests {
         Verified {
             exp,
             key_until: softphone_shared::keyfile::NO_DEADLINE,
-            nbf: None,
+            not_before: 0,
             kind: TokenType::Access,
             sid: "s".into(),
             username: "201".into(),

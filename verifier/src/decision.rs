@@ -217,9 +217,7 @@ impl Verifier {
                 now,
             );
         }
-        if let Some(nbf) = v.nbf
-            && now.saturating_add(self.leeway) < nbf
-        {
+        if now.saturating_add(self.leeway) < v.not_before {
             return self.deny(
                 head,
                 DenyReason::Token(TokenError::NotYetValid),
