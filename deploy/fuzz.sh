@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the token decoders and the verifier's decision, with
 # the stable toolchain and nothing to install beyond crates:
 #
-#   deploy/fuzz.sh [SECONDS]   build shared/fuzz, run each target SECONDS (default 60)
+#   deploy/fuzz.sh [SECONDS]   build verifier/fuzz, run each target SECONDS (default 60)
 #   deploy/fuzz.sh --seeds     rewrite the committed seed corpus from the fixture
 #
 # libFuzzer comes from the libfuzzer-sys crate (compiled from its C++ source); the
@@ -10,7 +10,7 @@
 # stable -C flags (what `cargo fuzz build -s none` passes, minus its -Z flags).
 # Safe Rust needs no sanitizer: a panic aborts and libFuzzer reports it.
 #
-# New inputs go to a temporary corpus, never into shared/fuzz/corpus/. A crash,
+# New inputs go to a temporary corpus, never into verifier/fuzz/corpus/. A crash,
 # timeout or memory blow-up fails the script; the input is kept under
 # target/fuzz/artifacts/<target>/ with the command that replays it.
 set -euo pipefail
@@ -34,7 +34,7 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 --cfg fuzzing"
 # An explicit --target keeps RUSTFLAGS off build scripts and proc macros: rustc
 # cannot load a proc macro that calls the coverage hooks.
-build=(cargo build --manifest-path shared/fuzz/Cargo.toml --release --locked --target "$host")
+build=(cargo build --manifest-path verifier/fuzz/Cargo.toml --release --locked --target "$host")
 bin=$CARGO_TARGET_DIR/$host/release
 
 if [ "$seconds" = --seeds ]; then
@@ -42,10 +42,10 @@ if [ "$seconds" = --seeds ]; then
     fresh=$(mktemp -d)
     trap 'rm -rf "$fresh"' EXIT
     SOFTPHONE_FUZZ_SEEDS=$fresh "$bin/token" 2>/dev/null
-    rm -rf shared/fuzz/corpus
-    mkdir shared/fuzz/corpus
-    cp -r "$fresh"/. shared/fuzz/corpus/
-    echo "seed corpus rewritten under shared/fuzz/corpus/"
+    rm -rf verifier/fuzz/corpus
+    mkdir verifier/fuzz/corpus
+    cp -r "$fresh"/. verifier/fuzz/corpus/
+    echo "seed corpus rewritten under verifier/fuzz/corpus/"
     exit 0
 fi
 
@@ -65,7 +65,7 @@ for target in "${targets[@]}"; do
     # only read.
     status=0
     SOFTPHONE_FUZZ_DIR=$work/$target/data "$bin/$target" \
-        "$work/$target/corpus" "shared/fuzz/corpus/$target" \
+        "$work/$target/corpus" "verifier/fuzz/corpus/$target" \
         -max_total_time="$seconds" -rss_limit_mb=512 -timeout=5 -max_len=4096 \
         -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1 || status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -24,7 +24,7 @@ ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime
 
 # The fuzz crate has its own lock file: fail now, not after the suite, when a
 # dependency change left it behind.
-cargo metadata --locked --format-version 1 --manifest-path shared/fuzz/Cargo.toml >/dev/null
+cargo metadata --locked --format-version 1 --manifest-path verifier/fuzz/Cargo.toml >/dev/null
 
 log=$(mktemp)
 # Every test directory is kept under one root, so the log sweep below sees

@@ -375,19 +375,20 @@ fn verifier_scenarios(
 /// request sent after its session's logout answered 200 and allowed is wrong.
 fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<Outcome, String> {
     let d = &stack.daemons;
-    let keys = softphone_shared::keyfile::KeyRing::load(&d.data_dir().join("db/secret.key"))
+    let keys = softphone_shared::keyfile::load(&d.data_dir().join("db/secret.key"))
         .map_err(|e| e.to_string())?;
     let key = keys.current();
     let now = softphone_shared::unix_now();
     let (access, _) = &stack.sessions[0];
     let mut buf = [0u8; softphone_shared::token::PAYLOAD_BUF];
-    let claims = softphone_shared::token::decode(
+    let claims = softphone_shared::token::verify(
         access,
         &keys,
         softphone_shared::token::Validation { now, leeway: 30 },
         &mut buf,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .claims;
     let expired = softphone_shared::token::sign(
         &softphone_shared::token::Claims {
             iat: now - 7200,

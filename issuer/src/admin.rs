@@ -6,11 +6,11 @@
 use std::io::{BufRead, IsTerminal};
 
 use softphone_shared::config::{Config, UserSource};
-use softphone_shared::keyfile::{self, KeyRing};
 use softphone_shared::password;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
 use softphone_shared::users::builtin::{validate_role, validate_username};
+use softphone_shared::{keyfile, keys};
 
 use crate::{Error, Result};
 
@@ -20,14 +20,14 @@ pub fn user_add(config: &Config, username: &str, role: &str) -> Result<String> {
     warn_if_not_builtin(config);
     let secret = read_password(&format!("Password for {username}: "))?;
     let hash = password::hash(&secret, config.pbkdf2_iterations)?;
-    let mut store = Store::open(&config.database)?;
+    let mut store = Store::open(&config.database())?;
     let id = store.add_user(username, &hash, role, unix_now())?;
     Ok(format!("user {username} added with id {id}"))
 }
 
 pub fn user_passwd(config: &Config, username: &str) -> Result<String> {
     warn_if_not_builtin(config);
-    let mut store = Store::open(&config.database)?;
+    let mut store = Store::open(&config.database())?;
     if store.user(username)?.is_none() {
         return Err(softphone_shared::Error::NotFound(format!("user {username}")).into());
     }
@@ -41,7 +41,7 @@ pub fn user_passwd(config: &Config, username: &str) -> Result<String> {
 
 pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Result<String> {
     warn_if_not_builtin(config);
-    let mut store = Store::open(&config.database)?;
+    let mut store = Store::open(&config.database())?;
     let revoked = store.set_disabled(username, disabled, unix_now())?;
     Ok(if disabled {
         format!("user {username} disabled; {revoked} session(s) revoked")
@@ -51,7 +51,7 @@ pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Res
 }
 
 pub fn user_list(config: &Config) -> Result<String> {
-    let store = Store::open(&config.database)?;
+    let store = Store::open(&config.database())?;
     let mut out = format!(
         "{:<6} {:<24} {:<6} {:<8} {}\n",
         "ID", "USERNAME", "ROLE", "STATE", "HASH COST"
@@ -71,11 +71,11 @@ pub fn user_list(config: &Config) -> Result<String> {
 }
 
 pub fn user_count(config: &Config) -> Result<i64> {
-    Ok(Store::open(&config.database)?.user_count()?)
+    Ok(Store::open(&config.database())?.user_count()?)
 }
 
 pub fn session_revoke(config: &Config, user: Option<&str>, sid: Option<&str>) -> Result<String> {
-    let mut store = Store::open(&config.database)?;
+    let mut store = Store::open(&config.database())?;
     let now = unix_now();
     match (user, sid) {
         (Some(user), None) => {
@@ -95,7 +95,7 @@ pub fn session_revoke(config: &Config, user: Option<&str>, sid: Option<&str>) ->
 }
 
 pub fn session_list(config: &Config) -> Result<String> {
-    let store = Store::open(&config.database)?;
+    let store = Store::open(&config.database())?;
     let mut out = format!(
         "{:<24} {:<6} {:<24} {:<20} {}\n",
         "SID", "UID", "USERNAME", "CREATED (UTC)", "GENERATION"
@@ -120,7 +120,7 @@ pub fn key_rotate(config: &Config) -> Result<String> {
     let now = unix_now();
     let longest = config.access_ttl.max(config.refresh_ttl);
     let until = now.saturating_add(longest).saturating_add(config.leeway);
-    let done = keyfile::rotate(&config.key_file, until, now)?;
+    let done = keyfile::rotate(&config.key_file(), until, now)?;
     let mut out = format!(
         "key rotated: new kid {}; previous kid {} verifies until {} UTC",
         done.new_kid,
@@ -138,7 +138,7 @@ pub fn key_rotate(config: &Config) -> Result<String> {
 
 /// Lists the current key and the previous keys by kid (never key material).
 pub fn key_list(config: &Config) -> Result<String> {
-    let keys = KeyRing::load(&config.key_file)?;
+    let keys = keyfile::load(&config.key_file())?;
     let now = unix_now();
     let mut out = format!("{:<18} {:<10} {}\n", "KID", "STATE", "VERIFIES UNTIL (UTC)");
     out.push_str(&format!(
@@ -148,7 +148,7 @@ pub fn key_list(config: &Config) -> Result<String> {
         "-"
     ));
     for (key, until) in keys.previous() {
-        let state = if keyfile::retired(*until, now) {
+        let state = if keys::retired(*until, now) {
             "retired"
         } else {
             "previous"

@@ -29,14 +29,9 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// The bearer token: `Bearer <t>` (scheme in any case) or the bare token.
-    fn bearer(&self) -> Option<&str> {
-        let value = self.authorization.as_ref()?.to_str().ok()?;
-        let token = match value.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &value[7..],
-            _ => value,
-        };
-        (!token.is_empty()).then_some(token)
+    /// The token of the `Authorization` header, as [`token::bearer`] reads it.
+    fn bearer(&self) -> Option<&[u8]> {
+        token::bearer(self.authorization.as_ref()?.as_bytes())
     }
 
     fn is_json(&self) -> bool {
@@ -161,10 +156,9 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     let mut buf = [0u8; PAYLOAD_BUF];
     let claims = decode(&app, token, &mut buf, now)
         .await
-        .map_err(|_| ApiError::RefreshInvalid)?;
-    if claims.kind != TokenType::Refresh {
-        return Err(ApiError::RefreshWrongType);
-    }
+        .map_err(|_| ApiError::RefreshInvalid)?
+        .require(TokenType::Refresh)
+        .map_err(|_| ApiError::RefreshWrongType)?;
     let sid = claims.sid.to_owned();
     let presented = claims.jti.to_owned();
     let username = claims.username.to_owned();
@@ -266,10 +260,9 @@ pub async fn profile(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     let mut buf = [0u8; PAYLOAD_BUF];
     let claims = decode(&app, token, &mut buf, unix_now())
         .await
-        .map_err(|_| ApiError::ProfileUnauthorized)?;
-    if claims.kind != TokenType::Access {
-        return Err(ApiError::ProfileWrongType);
-    }
+        .map_err(|_| ApiError::ProfileUnauthorized)?
+        .require(TokenType::Access)
+        .map_err(|_| ApiError::ProfileWrongType)?;
 
     #[derive(Serialize)]
     struct Profile<'a> {
@@ -315,13 +308,13 @@ pub async fn health() -> Response {
 /// Verifies a token of either type and checks its session is still active.
 async fn decode<'b>(
     app: &App,
-    token: &str,
+    token: &[u8],
     buf: &'b mut [u8; PAYLOAD_BUF],
     now: i64,
 ) -> Result<Claims<'b>, TokenError> {
     let config = app.config();
     let keys = app.keys();
-    let claims = token::decode(
+    let claims = token::verify(
         token,
         &keys,
         Validation {
@@ -329,7 +322,8 @@ async fn decode<'b>(
             leeway: config.leeway,
         },
         buf,
-    )?;
+    )?
+    .claims;
     let sid = claims.sid.to_owned();
     let active = app
         .read(move |store| store.session_active(&sid))

@@ -14,6 +14,3 @@ pub mod throttle;
 pub mod tokens;
 
 pub use error::{ApiError, Error, Result};
-
-/// Base path of every public route, as the original module has it.
-pub const BASE_PATH: &str = "/pbxcore/api/module-softphone-backend/v1";

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use softphone_shared::config::Config;
-use softphone_shared::keyfile::KeyWatch;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -71,18 +70,10 @@ fn reload_on_hangup(
 
 /// Reloads the key within a second of its file changing on disk, as SIGHUP does.
 async fn watch_key(app: Arc<App>) {
-    let mut watch = KeyWatch::new(&app.config().key_file);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if watch.changed() {
-            match app.reload_key() {
-                Ok(()) => eprintln!("softphone-issuer: key file changed: reloaded"),
-                Err(e) => eprintln!(
-                    "softphone-issuer: key file changed but unusable, keeping the old key: {e}"
-                ),
-            }
-        }
+        app.reload_keys_if_changed();
     }
 }
 

@@ -9,13 +9,14 @@ use crate::hashing::Hasher;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
 use softphone_shared::config::Config;
-use softphone_shared::keyfile::{self, KeyRing};
+use softphone_shared::keys::KeyRing;
+use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
 
 pub struct App {
     config: RwLock<Arc<Config>>,
-    keys: RwLock<Arc<KeyRing>>,
+    keys: LiveKeys,
     /// Writes (sessions, revocations) go through one connection: SQLite has one
     /// writer at a time anyway.
     writer: Arc<Mutex<Store>>,
@@ -36,18 +37,15 @@ impl std::fmt::Debug for App {
 impl App {
     /// Loads (or creates) the key and database and opens the security log.
     pub fn open(config: Config) -> Result<App> {
-        let keys = KeyRing::load_or_create(&config.key_file)?;
-        if let Some(warning) = keyfile::permission_warning(&config.key_file) {
-            eprintln!("softphone-issuer: {warning}");
-        }
-        let writer = Store::open(&config.database)?;
-        let reader = Store::open_read_only(&config.database)?;
+        let keys = LiveKeys::open(&config.key_file(), "softphone-issuer")?;
+        let writer = Store::open(&config.database())?;
+        let reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
             throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
             hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
-            keys: RwLock::new(Arc::new(keys)),
+            keys,
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             log,
@@ -63,10 +61,12 @@ impl App {
 
     /// The current key (signs) and the previous keys (still verify).
     pub fn keys(&self) -> Arc<KeyRing> {
-        self.keys
-            .read()
-            .map(|k| Arc::clone(&k))
-            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+        self.keys.ring_arc()
+    }
+
+    /// Reloads the keys when their files changed on disk, as SIGHUP does.
+    pub fn reload_keys_if_changed(&self) {
+        self.keys.reload_if_changed();
     }
 
     pub fn log(&self) -> &SecurityLog {
@@ -81,14 +81,16 @@ impl App {
     }
 
     /// SIGHUP: re-read the config and the key, reopen the security log. Settings
-    /// that need a restart (addresses, paths) are reported and left as they are.
+    /// that need a restart (the address, the files) are reported and left as
+    /// they are.
     pub fn reload(&self, new: Config) -> Result<Vec<String>> {
         let old = self.config();
         let mut notes = Vec::new();
         for (name, changed) in [
             ("issuer_listen", old.issuer_listen != new.issuer_listen),
-            ("database", old.database != new.database),
-            ("log_dir", old.log_dir != new.log_dir),
+            ("key_file", old.key_file() != new.key_file()),
+            ("database", old.database() != new.database()),
+            ("log_dir", old.log_dir() != new.log_dir()),
         ] {
             if changed {
                 notes.push(format!("{name} changed: takes effect after a restart"));
@@ -97,15 +99,10 @@ impl App {
         // Reopen the log first: logrotate's SIGHUP must work even when the new
         // config or key turns out to be broken.
         self.log.reopen()?;
-        let keys = KeyRing::load(&new.key_file)?;
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = Arc::new(keys);
-        }
+        self.keys.reload()?;
         let limits = Limits::from_config(&new);
-        let mut effective = new;
+        let mut effective = new.with_files_of(&old);
         effective.issuer_listen = old.issuer_listen;
-        effective.database = old.database.clone();
-        effective.log_dir = old.log_dir.clone();
         if let Ok(mut slot) = self.throttle.write() {
             *slot = Arc::new(Throttle::new(limits));
         }
@@ -113,16 +110,6 @@ impl App {
             *slot = Arc::new(effective);
         }
         Ok(notes)
-    }
-
-    /// Re-reads the key file and the previous keys alone (they changed on disk).
-    /// On failure the keys in use stay.
-    pub fn reload_key(&self) -> Result<()> {
-        let keys = KeyRing::load(&self.config().key_file)?;
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = Arc::new(keys);
-        }
-        Ok(())
     }
 
     /// Runs `f` on the writer connection, off the async threads.

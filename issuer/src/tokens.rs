@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
 use softphone_shared::config::Config;
-use softphone_shared::keyfile::Key;
+use softphone_shared::keys::Key;
 use softphone_shared::token::{self, Claims, TokenType};
 use softphone_shared::users::User;
 

@@ -1,29 +1,10 @@
-//! One configuration for both daemons: an optional TOML file, `SOFTPHONE_*`
-//! environment overrides on top, and defaults that run with no file at all.
-//!
-//! Every field, its environment variable and its default:
-//!
-//! | field | env | default |
-//! |---|---|---|
-//! | `data_dir` | `SOFTPHONE_DATA` | `var` (relative to the working directory) |
-//! | `key_file` | `SOFTPHONE_KEY_FILE` | `<data_dir>/db/secret.key` |
-//! | `database` | `SOFTPHONE_DATABASE` | `<data_dir>/db/softphone.db` |
-//! | `log_dir` | `SOFTPHONE_LOG_DIR` | `<data_dir>/log` |
-//! | `issuer_listen` | `SOFTPHONE_ISSUER_LISTEN` | `127.0.0.1:8081` |
-//! | `verifier_listen` | `SOFTPHONE_VERIFIER_LISTEN` | `127.0.0.1:8082` (loopback only) |
-//! | `verifier_socket` | `SOFTPHONE_VERIFIER_SOCKET` | none (also listen on this unix socket; nginx then uses it) |
-//! | `verifier_workers` | `SOFTPHONE_VERIFIER_WORKERS` | `1` |
-//! | `access_ttl` | `SOFTPHONE_ACCESS_TTL` | `3600` |
-//! | `refresh_ttl` | `SOFTPHONE_REFRESH_TTL` | `2592000` |
-//! | `leeway` | `SOFTPHONE_LEEWAY` | `30` |
-//! | `user_source` | `SOFTPHONE_USER_SOURCE` | `builtin` (or `mikopbx:<path>`) |
-//! | `syslog` | `SOFTPHONE_SYSLOG` | `false` |
-//! | `pbkdf2_iterations` | `SOFTPHONE_PBKDF2_ITERATIONS` | `600000` (minimum) |
-//! | `login_concurrency` | `SOFTPHONE_LOGIN_CONCURRENCY` | `1` |
-//! | `login_max_failures` | `SOFTPHONE_LOGIN_MAX_FAILURES` | `5` |
-//! | `login_window` | `SOFTPHONE_LOGIN_WINDOW` | `900` |
-//! | `login_user_ceiling` | `SOFTPHONE_LOGIN_USER_CEILING` | `20` |
-//! | `login_user_interval` | `SOFTPHONE_LOGIN_USER_INTERVAL` | `10` |
+//! One configuration for both daemons: the [`Config`] struct is the one list of
+//! fields. Defaults ([`Config::default`]) run the system with no file at all; an
+//! optional TOML file is read over them (unknown fields refused); `SOFTPHONE_*`
+//! environment variables override both, one per field (`SOFTPHONE_<FIELD>`, and
+//! `SOFTPHONE_DATA` for `data_dir`). Every error names its origin (the file, the
+//! variable, or the defaults) and the field. The README's table documents each
+//! field; a test keeps it complete.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,7 +17,8 @@ use crate::password::MIN_ITERATIONS;
 use crate::{Error, Result};
 
 /// Where logins are checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum UserSource {
     /// The `users` table of our own database, managed with the issuer's admin commands.
     Builtin,
@@ -57,20 +39,35 @@ impl FromStr for UserSource {
     }
 }
 
-/// The resolved configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl TryFrom<String> for UserSource {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// The configuration. Each field is written here once; its default is in
+/// [`Config::default`], its meaning in the README's table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Base of the key, database and log paths that are not set.
     pub data_dir: PathBuf,
-    pub key_file: PathBuf,
-    pub database: PathBuf,
-    pub log_dir: PathBuf,
+    /// See [`Config::key_file`].
+    key_file: Option<PathBuf>,
+    /// See [`Config::database`].
+    database: Option<PathBuf>,
+    /// See [`Config::log_dir`].
+    log_dir: Option<PathBuf>,
     pub issuer_listen: SocketAddr,
+    /// Loopback only: only nginx on this host may ask the verifier.
     pub verifier_listen: SocketAddr,
     /// Also serve on this unix socket; the rendered nginx config then uses it.
     pub verifier_socket: Option<PathBuf>,
     pub verifier_workers: usize,
     pub access_ttl: i64,
     pub refresh_ttl: i64,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway: i64,
     pub user_source: UserSource,
     pub syslog: bool,
@@ -82,32 +79,49 @@ pub struct Config {
     pub login_user_interval: i64,
 }
 
-/// The file as written: every field optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    data_dir: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    database: Option<PathBuf>,
-    log_dir: Option<PathBuf>,
-    issuer_listen: Option<String>,
-    verifier_listen: Option<String>,
-    verifier_socket: Option<PathBuf>,
-    verifier_workers: Option<usize>,
-    access_ttl: Option<i64>,
-    refresh_ttl: Option<i64>,
-    leeway: Option<i64>,
-    user_source: Option<String>,
-    syslog: Option<bool>,
-    pbkdf2_iterations: Option<u32>,
-    login_concurrency: Option<usize>,
-    login_max_failures: Option<u32>,
-    login_window: Option<i64>,
-    login_user_ceiling: Option<u32>,
-    login_user_interval: Option<i64>,
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("var"),
+            key_file: None,
+            database: None,
+            log_dir: None,
+            issuer_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            verifier_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            verifier_socket: None,
+            verifier_workers: 1,
+            access_ttl: 3600,
+            refresh_ttl: 2_592_000,
+            leeway: 30,
+            user_source: UserSource::Builtin,
+            syslog: false,
+            pbkdf2_iterations: MIN_ITERATIONS,
+            login_concurrency: 1,
+            login_max_failures: 5,
+            login_window: 900,
+            login_user_ceiling: 20,
+            login_user_interval: 10,
+        }
+    }
 }
 
+/// Environment variables whose names are not `SOFTPHONE_<FIELD>`.
+const ENV_ALIASES: [(&str, &str); 1] = [("data_dir", "SOFTPHONE_DATA")];
+
 impl Config {
+    /// Every field's name, as the file spells it.
+    pub fn fields() -> &'static [&'static str] {
+        serde_aux::serde_introspection::serde_introspect::<Config>()
+    }
+
+    /// The environment variable that overrides `field`.
+    pub fn env_name(field: &str) -> String {
+        ENV_ALIASES.iter().find(|(f, _)| *f == field).map_or_else(
+            || format!("SOFTPHONE_{}", field.to_uppercase()),
+            |(_, v)| (*v).to_owned(),
+        )
+    }
+
     /// Loads `file` (if given) and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Config> {
         let env: HashMap<String, String> = std::env::vars()
@@ -118,171 +132,198 @@ impl Config {
 
     /// Loads `file` (if given) with `env` standing in for the environment.
     pub fn load_with_env(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config> {
-        let (mut raw, origin) = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                let raw: Raw = toml::from_str(&text).map_err(|e| Error::Config {
-                    origin: path.display().to_string(),
-                    field: e.span().map_or_else(String::new, |s| {
-                        text.get(s).unwrap_or_default().chars().take(40).collect()
-                    }),
-                    reason: e.message().to_owned(),
-                })?;
-                (raw, path.display().to_string())
+        let mut layers = Layers::default();
+        if let Some(path) = file {
+            layers.read_file(path)?;
+        }
+        for field in Config::fields() {
+            let name = Config::env_name(field);
+            if let Some(value) = env.get(&name) {
+                layers.set_from_env(field, name, value.trim())?;
             }
-            None => (Raw::default(), "defaults".to_owned()),
-        };
-        apply_env(&mut raw, env)?;
-        Config::resolve(raw, &origin)
-    }
-
-    fn resolve(raw: Raw, origin: &str) -> Result<Config> {
-        let bad = |field: &str, reason: &str| Error::Config {
-            origin: origin.to_owned(),
+        }
+        let config = layers.config()?;
+        config.check().map_err(|(field, reason)| Error::Config {
+            origin: layers.origin(field),
             field: field.to_owned(),
             reason: reason.to_owned(),
-        };
-        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("var"));
-        let addr = |field: &str, value: Option<String>, default: &str| -> Result<SocketAddr> {
-            value
-                .as_deref()
-                .unwrap_or(default)
-                .parse()
-                .map_err(|_| bad(field, "expected an address like 127.0.0.1:8081"))
-        };
-        let user_source = match raw.user_source {
-            Some(s) => s.parse().map_err(|e: String| bad("user_source", &e))?,
-            None => UserSource::Builtin,
-        };
-        let config = Config {
-            key_file: raw
-                .key_file
-                .unwrap_or_else(|| data_dir.join("db/secret.key")),
-            database: raw
-                .database
-                .unwrap_or_else(|| data_dir.join("db/softphone.db")),
-            log_dir: raw.log_dir.unwrap_or_else(|| data_dir.join("log")),
-            issuer_listen: addr("issuer_listen", raw.issuer_listen, "127.0.0.1:8081")?,
-            verifier_listen: addr("verifier_listen", raw.verifier_listen, "127.0.0.1:8082")?,
-            verifier_socket: raw.verifier_socket,
-            verifier_workers: raw.verifier_workers.unwrap_or(1),
-            access_ttl: raw.access_ttl.unwrap_or(3600),
-            refresh_ttl: raw.refresh_ttl.unwrap_or(2_592_000),
-            leeway: raw.leeway.unwrap_or(30),
-            user_source,
-            syslog: raw.syslog.unwrap_or(false),
-            pbkdf2_iterations: raw.pbkdf2_iterations.unwrap_or(MIN_ITERATIONS),
-            login_concurrency: raw.login_concurrency.unwrap_or(1),
-            login_max_failures: raw.login_max_failures.unwrap_or(5),
-            login_window: raw.login_window.unwrap_or(900),
-            login_user_ceiling: raw.login_user_ceiling.unwrap_or(20),
-            login_user_interval: raw.login_user_interval.unwrap_or(10),
-            data_dir,
-        };
-        if !config.verifier_listen.ip().is_loopback() {
-            return Err(bad(
+        })?;
+        Ok(config)
+    }
+
+    /// The rules between fields and on values; the field to blame and why.
+    fn check(&self) -> std::result::Result<(), (&'static str, &'static str)> {
+        if !self.verifier_listen.ip().is_loopback() {
+            return Err((
                 "verifier_listen",
                 "must be a loopback address: only nginx on this host may ask the verifier",
             ));
         }
-        if config.verifier_workers == 0 || config.verifier_workers > 64 {
-            return Err(bad("verifier_workers", "must be between 1 and 64"));
+        if self.verifier_workers == 0 || self.verifier_workers > 64 {
+            return Err(("verifier_workers", "must be between 1 and 64"));
         }
-        if config.access_ttl < 1 || config.refresh_ttl < config.access_ttl {
-            return Err(bad(
+        if self.access_ttl < 1 || self.refresh_ttl < self.access_ttl {
+            return Err((
                 "access_ttl",
                 "must be positive and not longer than refresh_ttl",
             ));
         }
-        if !(0..=300).contains(&config.leeway) {
-            return Err(bad("leeway", "must be between 0 and 300 seconds"));
+        if !(0..=300).contains(&self.leeway) {
+            return Err(("leeway", "must be between 0 and 300 seconds"));
         }
-        if config.pbkdf2_iterations < MIN_ITERATIONS {
-            return Err(bad("pbkdf2_iterations", "must be at least 600000"));
+        if self.pbkdf2_iterations < MIN_ITERATIONS {
+            return Err(("pbkdf2_iterations", "must be at least 600000"));
         }
-        if config.login_concurrency == 0 {
-            return Err(bad("login_concurrency", "must be at least 1"));
+        if self.login_concurrency == 0 {
+            return Err(("login_concurrency", "must be at least 1"));
         }
-        if config.login_max_failures == 0 || config.login_window < 1 {
-            return Err(bad(
+        if self.login_max_failures == 0 || self.login_window < 1 {
+            return Err((
                 "login_max_failures",
                 "throttling needs at least 1 failure in a window of at least 1 second",
             ));
         }
-        if config.login_user_ceiling < config.login_max_failures || config.login_user_interval < 1 {
-            return Err(bad(
+        if self.login_user_ceiling < self.login_max_failures || self.login_user_interval < 1 {
+            return Err((
                 "login_user_ceiling",
                 "must be at least login_max_failures, with login_user_interval at least 1",
             ));
         }
-        Ok(config)
+        Ok(())
+    }
+
+    /// The HMAC key file: `key_file`, or `<data_dir>/db/secret.key`.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("db/secret.key"))
+    }
+
+    /// The SQLite database: `database`, or `<data_dir>/db/softphone.db`.
+    pub fn database(&self) -> PathBuf {
+        self.database
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("db/softphone.db"))
+    }
+
+    /// The log directory: `log_dir`, or `<data_dir>/log`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.log_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("log"))
     }
 
     /// The security log file.
     pub fn security_log(&self) -> PathBuf {
-        self.log_dir.join("security.log")
+        self.log_dir().join("security.log")
+    }
+
+    /// This configuration with the files of `running` (key, database, logs): what
+    /// a reload applies when those need a restart to change.
+    pub fn with_files_of(mut self, running: &Config) -> Config {
+        self.key_file = Some(running.key_file());
+        self.database = Some(running.database());
+        self.log_dir = Some(running.log_dir());
+        self
     }
 }
 
-fn apply_env(raw: &mut Raw, env: &HashMap<String, String>) -> Result<()> {
-    fn set<T: FromStr>(
-        env: &HashMap<String, String>,
-        name: &str,
-        slot: &mut Option<T>,
-    ) -> Result<()> {
-        if let Some(value) = env.get(name) {
-            *slot = Some(value.trim().parse().map_err(|_| Error::Config {
-                origin: "environment".into(),
-                field: name.into(),
-                reason: format!("cannot parse {value:?}"),
-            })?);
+/// The file and the environment as TOML values over the defaults, remembering
+/// where each field came from for the error messages.
+#[derive(Default)]
+struct Layers {
+    values: toml::Table,
+    /// field → the file or the variable that set it.
+    origins: HashMap<String, String>,
+}
+
+impl Layers {
+    fn read_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let origin = path.display().to_string();
+        // Read as the struct first: its errors point at the offending line.
+        toml::from_str::<Config>(&text).map_err(|e| Error::Config {
+            origin: origin.clone(),
+            field: e
+                .span()
+                .map_or_else(String::new, |span| key_of_line_at(&text, span.start)),
+            reason: e.message().to_owned(),
+        })?;
+        let values: toml::Table = toml::from_str(&text).map_err(|e| Error::Config {
+            origin: origin.clone(),
+            field: String::new(),
+            reason: e.message().to_owned(),
+        })?;
+        for field in values.keys() {
+            self.origins.insert(field.clone(), origin.clone());
         }
+        self.values = values;
         Ok(())
     }
-    set(env, "SOFTPHONE_DATA", &mut raw.data_dir)?;
-    set(env, "SOFTPHONE_KEY_FILE", &mut raw.key_file)?;
-    set(env, "SOFTPHONE_DATABASE", &mut raw.database)?;
-    set(env, "SOFTPHONE_LOG_DIR", &mut raw.log_dir)?;
-    set(env, "SOFTPHONE_ISSUER_LISTEN", &mut raw.issuer_listen)?;
-    set(env, "SOFTPHONE_VERIFIER_LISTEN", &mut raw.verifier_listen)?;
-    set(env, "SOFTPHONE_VERIFIER_SOCKET", &mut raw.verifier_socket)?;
-    set(env, "SOFTPHONE_VERIFIER_WORKERS", &mut raw.verifier_workers)?;
-    set(env, "SOFTPHONE_ACCESS_TTL", &mut raw.access_ttl)?;
-    set(env, "SOFTPHONE_REFRESH_TTL", &mut raw.refresh_ttl)?;
-    set(env, "SOFTPHONE_LEEWAY", &mut raw.leeway)?;
-    set(env, "SOFTPHONE_USER_SOURCE", &mut raw.user_source)?;
-    set(env, "SOFTPHONE_SYSLOG", &mut raw.syslog)?;
-    set(
-        env,
-        "SOFTPHONE_PBKDF2_ITERATIONS",
-        &mut raw.pbkdf2_iterations,
-    )?;
-    set(
-        env,
-        "SOFTPHONE_LOGIN_CONCURRENCY",
-        &mut raw.login_concurrency,
-    )?;
-    set(
-        env,
-        "SOFTPHONE_LOGIN_MAX_FAILURES",
-        &mut raw.login_max_failures,
-    )?;
-    set(env, "SOFTPHONE_LOGIN_WINDOW", &mut raw.login_window)?;
-    set(
-        env,
-        "SOFTPHONE_LOGIN_USER_CEILING",
-        &mut raw.login_user_ceiling,
-    )?;
-    set(
-        env,
-        "SOFTPHONE_LOGIN_USER_INTERVAL",
-        &mut raw.login_user_interval,
-    )?;
-    Ok(())
+
+    /// Sets `field` from the variable `name`: as a number or boolean when it reads
+    /// as one and the field takes it, else as a string.
+    fn set_from_env(&mut self, field: &str, name: String, value: &str) -> Result<()> {
+        let typed = if let Ok(n) = value.parse::<i64>() {
+            Some(toml::Value::Integer(n))
+        } else {
+            value.parse::<bool>().ok().map(toml::Value::Boolean)
+        };
+        let candidates = typed
+            .into_iter()
+            .chain([toml::Value::String(value.to_owned())]);
+        for candidate in candidates {
+            let mut values = self.values.clone();
+            values.insert(field.to_owned(), candidate);
+            if toml::Value::Table(values.clone())
+                .try_into::<Config>()
+                .is_ok()
+            {
+                self.values = values;
+                self.origins.insert(field.to_owned(), name);
+                return Ok(());
+            }
+        }
+        Err(Error::Config {
+            origin: name,
+            field: field.to_owned(),
+            reason: format!("cannot parse {value:?}"),
+        })
+    }
+
+    fn config(&self) -> Result<Config> {
+        toml::Value::Table(self.values.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config {
+                origin: "configuration".into(),
+                field: String::new(),
+                reason: e.message().to_owned(),
+            })
+    }
+
+    fn origin(&self, field: &str) -> String {
+        self.origins
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| "defaults".into())
+    }
+}
+
+/// The key of the `key = value` line around byte `at` (at most 40 characters).
+fn key_of_line_at(text: &str, at: usize) -> String {
+    let start = text
+        .get(..at)
+        .and_then(|before| before.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = text.get(start..).unwrap_or_default();
+    let key = line.split(['=', '\n']).next().unwrap_or_default().trim();
+    key.chars().take(40).collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use softphone_testkit::TestDir;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -292,11 +333,19 @@ mod tests {
             .collect()
     }
 
+    fn error(file: Option<&Path>, pairs: &[(&str, &str)]) -> String {
+        Config::load_with_env(file, &env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn defaults_run_without_a_file() {
         let c = Config::load_with_env(None, &env(&[])).unwrap();
-        assert_eq!(c.key_file, PathBuf::from("var/db/secret.key"));
-        assert_eq!(c.database, PathBuf::from("var/db/softphone.db"));
+        assert_eq!(c, Config::default());
+        assert_eq!(c.key_file(), PathBuf::from("var/db/secret.key"));
+        assert_eq!(c.database(), PathBuf::from("var/db/softphone.db"));
+        assert_eq!(c.security_log(), PathBuf::from("var/log/security.log"));
         assert_eq!(
             (c.access_ttl, c.refresh_ttl, c.leeway),
             (3600, 2_592_000, 30)
@@ -307,54 +356,87 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let dir = std::env::temp_dir().join(format!("softphone-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("softphone.toml");
-        std::fs::write(&file, "data_dir = \"/srv/a\"\naccess_ttl = 60\n").unwrap();
+        let dir = TestDir::new("config");
+        let file = dir.path().join("softphone.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/a\"\naccess_ttl = 60\nsyslog = true\nlog_dir = \"/l\"\n",
+        )
+        .unwrap();
         let c = Config::load_with_env(
             Some(&file),
             &env(&[
                 ("SOFTPHONE_DATA", "/srv/b"),
                 ("SOFTPHONE_USER_SOURCE", "mikopbx:/cf/conf/mikopbx.db"),
+                ("SOFTPHONE_SYSLOG", "false"),
+                ("SOFTPHONE_ISSUER_LISTEN", "127.0.0.1:9000"),
+                ("SOFTPHONE_VERIFIER_SOCKET", "/run/v.sock"),
+                // Not a field: other tools' variables share the prefix.
+                ("SOFTPHONE_PORT", "8080"),
             ]),
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/b"));
-        assert_eq!(c.key_file, PathBuf::from("/srv/b/db/secret.key"));
+        assert_eq!(c.key_file(), PathBuf::from("/srv/b/db/secret.key"));
+        assert_eq!(c.log_dir(), PathBuf::from("/l"));
         assert_eq!(c.access_ttl, 60);
+        assert!(!c.syslog);
+        assert_eq!(c.issuer_listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(c.verifier_socket, Some(PathBuf::from("/run/v.sock")));
         assert_eq!(
             c.user_source,
             UserSource::MikoPbx("/cf/conf/mikopbx.db".into())
         );
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_field_has_its_variable() {
+        let fields = Config::fields();
+        assert_eq!(fields.len(), 19, "{fields:?}");
+        assert_eq!(Config::env_name("data_dir"), "SOFTPHONE_DATA");
+        assert_eq!(Config::env_name("leeway"), "SOFTPHONE_LEEWAY");
+        // A path that reads as a number is still a path.
+        let c = Config::load_with_env(None, &env(&[("SOFTPHONE_DATA", "2024")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("2024"));
     }
 
     #[test]
     fn errors_name_the_file_and_the_field() {
-        let dir = std::env::temp_dir().join(format!("softphone-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bad.toml");
+        let dir = TestDir::new("config-bad");
+        let file = dir.path().join("bad.toml");
         std::fs::write(&file, "acces_ttl = 60\n").unwrap();
-        let msg = Config::load_with_env(Some(&file), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let msg = error(Some(&file), &[]);
         assert!(
             msg.contains("bad.toml") && msg.contains("acces_ttl"),
             "{msg}"
         );
+        std::fs::write(&file, "leeway = \"lots\"\n").unwrap();
+        let msg = error(Some(&file), &[]);
+        assert!(msg.contains("bad.toml") && msg.contains("leeway"), "{msg}");
 
-        let msg = Config::load_with_env(None, &env(&[("SOFTPHONE_LEEWAY", "lots")]))
-            .unwrap_err()
-            .to_string();
+        let msg = error(None, &[("SOFTPHONE_LEEWAY", "lots")]);
         assert!(msg.contains("SOFTPHONE_LEEWAY"), "{msg}");
-        let msg = Config::load_with_env(None, &env(&[("SOFTPHONE_VERIFIER_LISTEN", "0.0.0.0:1")]))
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("verifier_listen"), "{msg}");
-        let msg = Config::load_with_env(None, &env(&[("SOFTPHONE_PBKDF2_ITERATIONS", "1000")]))
-            .unwrap_err()
-            .to_string();
+        let msg = error(None, &[("SOFTPHONE_VERIFIER_LISTEN", "0.0.0.0:1")]);
+        assert!(
+            msg.contains("verifier_listen") && msg.contains("SOFTPHONE_VERIFIER_LISTEN"),
+            "{msg}"
+        );
+        let msg = error(None, &[("SOFTPHONE_PBKDF2_ITERATIONS", "1000")]);
         assert!(msg.contains("pbkdf2_iterations"), "{msg}");
-        let _ = std::fs::remove_dir_all(dir);
+        // A rule broken in the file names the file.
+        std::fs::write(&file, "leeway = 301\n").unwrap();
+        let msg = error(Some(&file), &[]);
+        assert!(msg.contains("bad.toml") && msg.contains("leeway"), "{msg}");
+    }
+
+    /// The README documents every field with its variable: a field added here
+    /// and not there fails this test.
+    #[test]
+    fn the_readme_table_lists_every_field() {
+        let readme = include_str!("../../README.md");
+        for field in Config::fields() {
+            let row = format!("| `{field}` | `{}` |", Config::env_name(field));
+            assert!(readme.contains(&row), "README.md has no row starting {row}");
+        }
     }
 }

@@ -1,12 +1,16 @@
-//! Everything the issuer and the verifier share: the token format, the key file, the
-//! SQLite store and its revocation epoch, the configuration, the security log and the
-//! user sources. The two daemons never call each other; they meet only here.
+//! Everything the issuer and the verifier share: the token format, the keys and
+//! their files, the SQLite store and its revocation epoch, the configuration, the
+//! security log, the user sources and the public paths. The two daemons never call
+//! each other; they meet only here.
 
 pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod keyfile;
+pub mod keys;
+pub mod live_keys;
 pub mod password;
+pub mod paths;
 pub mod seclog;
 pub mod store;
 pub mod token;

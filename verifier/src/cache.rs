@@ -18,7 +18,7 @@ use nohash_hasher::BuildNoHashHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use softphone_shared::token::{Claims, TokenType};
+use softphone_shared::token::{TokenTimes, TokenType, Validation, Verified};
 use subtle::ConstantTimeEq;
 
 use crate::identity::Identity;
@@ -29,12 +29,9 @@ pub const MAX_ENTRIES: usize = 65_536;
 
 /// What verification established about a token.
 #[derive(Debug)]
-pub struct Verified {
-    pub exp: i64,
-    /// When the signing key stops verifying (a rotated-out key's deadline).
-    pub key_until: i64,
-    /// Not valid before this: `nbf` or the issue time, whichever is later.
-    pub not_before: i64,
+pub struct CachedToken {
+    /// Judged again on every use: a cached token expires, and its key retires.
+    pub times: TokenTimes,
     pub kind: TokenType,
     pub sid: Box<str>,
     pub username: Box<str>,
@@ -44,17 +41,11 @@ pub struct Verified {
     pub memo: Memo,
 }
 
-impl Verified {
-    pub fn new(
-        claims: &Claims<'_>,
-        key_until: i64,
-        identity: Option<&'static Identity>,
-    ) -> Verified {
-        Verified {
-            exp: claims.exp,
-            key_until,
-            // As `token::verify` checks it.
-            not_before: claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat)),
+impl CachedToken {
+    pub fn new(verified: &Verified<'_>, identity: Option<&'static Identity>) -> CachedToken {
+        let claims = &verified.claims;
+        CachedToken {
+            times: verified.times,
             kind: claims.kind,
             sid: claims.sid.into(),
             username: claims.username.into(),
@@ -66,7 +57,7 @@ impl Verified {
 
 struct Entry {
     token: Box<[u8]>,
-    verified: Verified,
+    cached: CachedToken,
 }
 
 #[derive(Default)]
@@ -104,12 +95,12 @@ impl TokenCache {
     }
 
     /// Runs `f` on what is known about `token`, if it was verified before.
-    pub fn with<R>(&self, token: &[u8], f: impl FnOnce(&Verified) -> R) -> Option<R> {
+    pub fn with<R>(&self, token: &[u8], f: impl FnOnce(&CachedToken) -> R) -> Option<R> {
         let slot = self.slot(token);
         let entries = self.entries.read().ok()?;
         let entry = entries.get(&slot)?;
         if same_bytes(&entry.token, token) {
-            Some(f(&entry.verified))
+            Some(f(&entry.cached))
         } else {
             None
         }
@@ -124,7 +115,7 @@ impl TokenCache {
 
     /// Remembers a token that passed full verification, unless the cache was
     /// cleared since `generation` was read.
-    pub fn insert(&self, token: &[u8], verified: Verified, generation: u64) {
+    pub fn insert(&self, token: &[u8], cached: CachedToken, generation: u64) {
         let slot = self.slot(token);
         if let Ok(mut entries) = self.entries.write() {
             if generation != self.generation() {
@@ -137,7 +128,7 @@ impl TokenCache {
                 slot,
                 Entry {
                     token: token.into(),
-                    verified,
+                    cached,
                 },
             );
         }
@@ -154,7 +145,8 @@ impl TokenCache {
     /// Drops entries of tokens expired for longer than `leeway`.
     pub fn prune(&self, now: i64, leeway: i64) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.retain(|_, e| e.verified.exp.saturating_add(leeway) >= now);
+            let validation = Validation { now, leeway };
+            entries.retain(|_, e| !validation.expired(e.cached.times.exp));
         }
     }
 
@@ -190,11 +182,13 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn verified(exp: i64) -> Verified {
-        Verified {
-            exp,
-            key_until: softphone_shared::keyfile::NO_DEADLINE,
-            not_before: 0,
+    fn verified(exp: i64) -> CachedToken {
+        CachedToken {
+            times: TokenTimes {
+                exp,
+                not_before: 0,
+                key_until: softphone_shared::keys::NO_DEADLINE,
+            },
             kind: TokenType::Access,
             sid: "s".into(),
             username: "201".into(),
@@ -220,16 +214,16 @@ mod tests {
     fn only_the_identical_token_hits() {
         let cache = TokenCache::new();
         cache.insert(b"aaa.bbb.sig", verified(10), cache.generation());
-        assert_eq!(cache.with(b"aaa.bbb.sig", |v| v.exp), Some(10));
+        assert_eq!(cache.with(b"aaa.bbb.sig", |v| v.times.exp), Some(10));
         // Same signature, other payload: not a hit.
-        assert_eq!(cache.with(b"aaa.bbc.sig", |v| v.exp), None);
-        assert_eq!(cache.with(b"aaa.bbb.sih", |v| v.exp), None);
+        assert_eq!(cache.with(b"aaa.bbc.sig", |v| v.times.exp), None);
+        assert_eq!(cache.with(b"aaa.bbb.sih", |v| v.times.exp), None);
         cache.prune(100, 30);
         assert!(cache.is_empty());
         let before_reload = cache.generation();
         cache.insert(b"aaa.bbb.sig", verified(1000), before_reload);
         cache.clear();
-        assert_eq!(cache.with(b"aaa.bbb.sig", |v| v.exp), None);
+        assert_eq!(cache.with(b"aaa.bbb.sig", |v| v.times.exp), None);
         // A verification that started before the reload does not land.
         cache.insert(b"aaa.bbb.sig", verified(1000), before_reload);
         assert!(cache.is_empty());

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use softphone_shared::token::TokenError;
 use softphone_shared::unix_now;
 
-use crate::decision::{Decision, DenyReason, Scratch, Verifier};
+use crate::decision::{Decision, DenyReason, Scratch};
 use crate::reply;
 use crate::request::Head;
+use crate::state::Verifier;
 
 /// Largest request head, and so the most a connection ever buffers.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -44,6 +45,8 @@ const UNREADABLE: Decision = Decision::Unauthorized(DenyReason::Token(TokenError
 
 /// What the loop needs of a stream besides reading and writing.
 pub trait Stream: Read + Write {
+    /// Set-up right after accept.
+    fn accepted(&self) {}
     fn shutdown_write(&self) -> io::Result<()>;
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Parks until the stream has something to read (or is closed).
@@ -51,6 +54,10 @@ pub trait Stream: Read + Write {
 }
 
 impl Stream for may::net::TcpStream {
+    fn accepted(&self) {
+        // Each batch of answers is one write; do not let Nagle hold it back.
+        let _ = self.set_nodelay(true);
+    }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
@@ -91,9 +98,9 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
             match req.parse_with_uninit_headers(&buf[consumed..filled], &mut headers) {
                 Ok(httparse::Status::Complete(len)) => {
                     let mut head = Head::new(req.path.unwrap_or("/"));
-                    head.method(req.method.unwrap_or(""));
+                    head.set_method(req.method.unwrap_or(""));
                     for h in req.headers.iter() {
-                        head.header(h.name, h.value);
+                        head.add_header(h.name, h.value);
                     }
                     let decision = verifier.decide(&head, unix_now(), &mut scratch);
                     last = head.has_body;

@@ -1,18 +1,19 @@
-//! How the verifier decides about one request, and what it decided.
+//! How the verifier decides about one request, and what it decided: from the
+//! request head and the [`Verifier`]'s state to a [`Decision`], without I/O of
+//! its own (the security log aside) and without allocating for a valid token.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
 
-use softphone_shared::keyfile::{self, KeyRing, KeyWatch};
-use softphone_shared::seclog::{Event, SecurityLog};
-use softphone_shared::token::{self, PAYLOAD_BUF, TokenError, TokenType, Validation};
+use softphone_shared::paths::CHECK_MEDIA_ACCESS;
+use softphone_shared::seclog::Event;
+use softphone_shared::token::{
+    self, MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, TokenType, Validation,
+};
 
-use crate::cache::{TokenCache, Verified};
-use crate::identity::{Identities, Identity};
-use crate::request::{AUTH_PATH, CHECK_PATH, Found, HEALTH_PATH, Head, find_token};
-use crate::revocations::Revocations;
-use softphone_shared::token::MAX_TOKEN_LEN;
+use crate::cache::CachedToken;
+use crate::identity::Identity;
+use crate::request::{AUTH_PATH, Found, HEALTH_PATH, Head, find_token};
+use crate::state::Verifier;
 
 /// Why access was refused, for the security log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,72 +75,11 @@ impl Scratch {
     }
 }
 
-/// Everything a decision needs, shared by all connections.
-pub struct Verifier {
-    keys: RwLock<KeyRing>,
-    key_path: PathBuf,
-    leeway: i64,
-    revocations: Revocations,
-    identities: Identities,
-    cache: TokenCache,
-    key_watch: Mutex<KeyWatch>,
-    log: Option<SecurityLog>,
-}
-
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("key_path", &self.key_path)
-            .field("leeway", &self.leeway)
-            .field("revocations", &self.revocations)
-            .finish()
-    }
-}
-
 impl Verifier {
-    pub fn new(
-        keys: KeyRing,
-        key_path: PathBuf,
-        leeway: i64,
-        revocations: Revocations,
-        log: Option<SecurityLog>,
-    ) -> Verifier {
-        Verifier {
-            keys: RwLock::new(keys),
-            key_watch: Mutex::new(KeyWatch::new(&key_path)),
-            key_path,
-            leeway,
-            revocations,
-            identities: Identities::new(),
-            cache: TokenCache::new(),
-            log,
-        }
-    }
-
-    /// Re-reads the key file and the previous keys (SIGHUP, or a file changed).
-    /// On failure the keys in use stay.
-    pub fn reload_key(&self) -> crate::Result<()> {
-        let keys = KeyRing::load(&self.key_path)?;
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = keys;
-        }
-        // Tokens verified with the old key must be verified again.
-        self.cache.clear();
-        Ok(())
-    }
-
-    pub fn revocations(&self) -> &Revocations {
-        &self.revocations
-    }
-
-    pub fn log(&self) -> Option<&SecurityLog> {
-        self.log.as_ref()
-    }
-
     /// Decides one request. Never panics, never allocates for a valid token.
     pub fn decide(&self, head: &Head<'_>, now: i64, scratch: &mut Scratch) -> Decision {
         let path = head.path();
-        if path != CHECK_PATH && path != AUTH_PATH {
+        if path != CHECK_MEDIA_ACCESS && path != AUTH_PATH {
             return if path == HEALTH_PATH {
                 Decision::Health
             } else {
@@ -168,62 +108,41 @@ impl Verifier {
         if let Some(decision) = self.cache.with(token, |v| self.judge(head, v, now)) {
             return decision;
         }
+        // Read before the keys: a key reload in between keeps this token out
+        // of the cache (see TokenCache::insert).
         let generation = self.cache.generation();
-        let decoded = match self.keys.read() {
-            Ok(keys) => token::verify(
-                token,
-                &keys,
-                Validation {
-                    now,
-                    leeway: self.leeway,
-                },
-                payload,
-            ),
-            Err(_) => Err(TokenError::BadSignature),
-        };
-        let (claims, key_until) = match decoded {
-            Ok(v) => (v.claims, v.key_until),
+        let validation = self.validation(now);
+        let verified = match token::verify(token, &self.keys.ring(), validation, payload) {
+            Ok(verified) => verified,
             Err(e) => return self.deny(head, DenyReason::Token(e), "", now),
         };
+        let claims = &verified.claims;
         let identity = match claims.kind {
             TokenType::Access => self
                 .identities
                 .get(claims.sub, claims.username, claims.role),
             TokenType::Refresh => None,
         };
-        let verified = Verified::new(&claims, key_until, identity);
-        let decision = self.judge(head, &verified, now);
-        self.cache.insert(token, verified, generation);
+        let cached = CachedToken::new(&verified, identity);
+        let decision = self.judge(head, &cached, now);
+        self.cache.insert(token, cached, generation);
         decision
     }
 
-    /// The checks every request gets, cached token or not: time, revocation,
-    /// type, identity. A refresh token is 403 only after all the others.
-    fn judge(&self, head: &Head<'_>, v: &Verified, now: i64) -> Decision {
-        // A rotated-out key's deadline passed while its tokens sat in the cache.
-        if keyfile::retired(v.key_until, now) {
-            return self.deny(
-                head,
-                DenyReason::Token(TokenError::UnknownKey),
-                &v.username,
-                now,
-            );
+    fn validation(&self, now: i64) -> Validation {
+        Validation {
+            now,
+            leeway: self.leeway,
         }
-        if now > v.exp.saturating_add(self.leeway) {
-            return self.deny(
-                head,
-                DenyReason::Token(TokenError::Expired),
-                &v.username,
-                now,
-            );
-        }
-        if now.saturating_add(self.leeway) < v.not_before {
-            return self.deny(
-                head,
-                DenyReason::Token(TokenError::NotYetValid),
-                &v.username,
-                now,
-            );
+    }
+
+    /// The checks every request gets, cached token or not: the time rules (a
+    /// cached token may have expired, or its key been retired, since it was
+    /// verified), revocation, purpose, identity. A refresh token is 403 only
+    /// after all the others.
+    fn judge(&self, head: &Head<'_>, v: &CachedToken, now: i64) -> Decision {
+        if let Err(e) = self.validation(now).check(v.times) {
+            return self.deny(head, DenyReason::Token(e), &v.username, now);
         }
         match self.revocations.is_revoked_memo(&v.sid, &v.memo, now) {
             Ok(false) => {}
@@ -252,22 +171,6 @@ impl Verifier {
         }
     }
 
-    /// Background upkeep, about once a second: revocations, the token cache,
-    /// and a key file changed on disk (reloaded as on SIGHUP).
-    pub fn maintain(&self, now: i64) {
-        self.revocations.maintain(now);
-        self.cache.prune(now, self.leeway);
-        let changed = self.key_watch.lock().is_ok_and(|mut w| w.changed());
-        if changed {
-            match self.reload_key() {
-                Ok(()) => eprintln!("softphone-verifier: key file changed: reloaded"),
-                Err(e) => eprintln!(
-                    "softphone-verifier: key file changed but unusable, keeping the old key: {e}"
-                ),
-            }
-        }
-    }
-
     #[cold]
     fn deny(&self, head: &Head<'_>, reason: DenyReason, user: &str, now: i64) -> Decision {
         self.note(head, reason, user, now);
@@ -288,12 +191,16 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests {
+    use softphone_shared::keyfile;
+    use softphone_shared::live_keys::LiveKeys;
     use softphone_shared::store::{RevokeReason, Store};
+    use softphone_testkit::TestDir;
 
     use super::*;
+    use crate::revocations::Revocations;
 
     struct Fixture {
-        dir: std::path::PathBuf,
+        _dir: TestDir,
         store: Store,
         verifier: Verifier,
         /// An access token of the live session `sid-1`.
@@ -303,22 +210,21 @@ mod tests {
     /// A verifier over a new key file and database holding the session `sid-1`,
     /// with the token's key rotated out (verifying until `previous_until`) if given.
     fn fixture(name: &str, now: i64, previous_until: Option<i64>) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("softphone-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let key_path = dir.join("secret.key");
-        let db = dir.join("softphone.db");
-        let key = keyfile::load_or_create(&key_path).unwrap();
-        let token = softphone_testkit::access_token(&key, "sid-1", now);
+        let dir = TestDir::new(name);
+        let key_path = dir.path().join("secret.key");
+        let db = dir.path().join("softphone.db");
+        let keys = keyfile::load_or_create(&key_path).unwrap();
+        let token = softphone_testkit::access_token(keys.current(), "sid-1", now);
         let mut store = Store::open(&db).unwrap();
         softphone_testkit::insert_session(&mut store, "sid-1", now);
         if let Some(until) = previous_until {
             keyfile::rotate(&key_path, until, now).unwrap();
         }
         let revocations = Revocations::open(&db, now, 30).unwrap();
-        let keys = KeyRing::load(&key_path).unwrap();
-        let verifier = Verifier::new(keys, key_path, 30, revocations, None);
+        let keys = LiveKeys::open(&key_path, "test").unwrap();
+        let verifier = Verifier::new(keys, 30, revocations, None);
         Fixture {
-            dir,
+            _dir: dir,
             store,
             verifier,
             token,
@@ -330,14 +236,14 @@ mod tests {
     fn cached_tokens_still_expire_and_get_revoked() {
         let now = 1_800_000_000;
         let Fixture {
-            dir,
+            _dir,
             mut store,
             verifier,
             token,
         } = fixture("decision", now, None);
         let auth = format!("Bearer {token}");
         let mut head = Head::new("/auth");
-        head.header("Authorization", auth.as_bytes());
+        head.add_header("Authorization", auth.as_bytes());
         let mut scratch = Scratch::new();
 
         assert!(matches!(
@@ -363,12 +269,11 @@ mod tests {
         // A tampered copy of a cached token is not served from the cache.
         let tampered = format!("Bearer {}x", &token[..token.len() - 1]);
         let mut head = Head::new("/auth");
-        head.header("Authorization", tampered.as_bytes());
+        head.add_header("Authorization", tampered.as_bytes());
         assert!(matches!(
             verifier.decide(&head, now, &mut scratch),
             Decision::Unauthorized(DenyReason::Token(_))
         ));
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A token of a rotated-out key, cached while it was good, is refused from
@@ -377,14 +282,14 @@ mod tests {
     fn cached_tokens_of_a_previous_key_stop_at_its_deadline() {
         let now = 1_800_000_000;
         let Fixture {
-            dir,
+            _dir,
             verifier,
             token,
             ..
         } = fixture("retired", now, Some(now + 100));
         let auth = format!("Bearer {token}");
         let mut head = Head::new("/auth");
-        head.header("Authorization", auth.as_bytes());
+        head.add_header("Authorization", auth.as_bytes());
         let mut scratch = Scratch::new();
         assert!(matches!(
             verifier.decide(&head, now + 99, &mut scratch),
@@ -395,6 +300,5 @@ mod tests {
             verifier.decide(&head, now + 100, &mut scratch),
             Decision::Unauthorized(DenyReason::Token(TokenError::UnknownKey))
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

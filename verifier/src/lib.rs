@@ -2,22 +2,24 @@
 //! authorization with 200, 401 or 403, at line rate and without allocating for a
 //! valid token.
 //!
-//! [`request`] turns a request into a [`decision::Decision`] (pure, fuzzable),
-//! [`reply`] is the one table from decisions to HTTP, [`revocations`] keeps the
-//! revoked sessions in memory and in step with the database, [`identity`] interns
-//! the identity headers, [`conn`] is the bounded HTTP/1.1 loop of one connection,
-//! and [`server`] and [`unix`] are the TCP and unix-socket listeners.
+//! The request path: [`listener`] accepts TCP and unix-socket connections, [`conn`]
+//! runs the bounded HTTP/1.1 loop of one connection, [`request`] reads the head
+//! and finds the token, [`decision`] decides, and [`reply`] is the one table from
+//! decisions to HTTP. What a decision reads is the [`state::Verifier`]: the live
+//! keys, the sessions of [`revocations`], the [`identity`] headers interned once,
+//! and the [`cache`] of tokens already verified. [`sched`] sets the scheduling
+//! policy the daemon runs under.
 
 pub mod cache;
 pub mod conn;
 pub mod decision;
 pub mod error;
 pub mod identity;
+pub mod listener;
 pub mod reply;
 pub mod request;
 pub mod revocations;
 pub mod sched;
-pub mod server;
-pub mod unix;
+pub mod state;
 
 pub use error::{Error, Result};

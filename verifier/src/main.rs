@@ -10,13 +10,13 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use softphone_shared::config::Config;
-use softphone_shared::keyfile::{self, KeyRing};
+use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
 use softphone_shared::unix_now;
-use softphone_verifier::decision::Verifier;
 use softphone_verifier::revocations::Revocations;
-use softphone_verifier::{Error, Result, server, unix};
+use softphone_verifier::state::Verifier;
+use softphone_verifier::{Error, Result, listener};
 
 /// Token verifier for nginx `auth_request` and nchan subscriber authorization.
 #[derive(Parser)]
@@ -42,22 +42,14 @@ fn run(args: Args) -> Result<()> {
     let config = Config::load(args.config.as_deref())?;
     // First, so that every thread started below inherits it.
     let sched = softphone_verifier::sched::batch();
-    let keys = KeyRing::load_or_create(&config.key_file)?;
-    if let Some(warning) = keyfile::permission_warning(&config.key_file) {
-        eprintln!("softphone-verifier: {warning}");
-    }
+    let keys = LiveKeys::open(&config.key_file(), "softphone-verifier")?;
     // Whichever daemon starts first creates the database; the verifier then only
     // ever reads it.
-    drop(Store::open(&config.database)?);
-    let revocations = Revocations::open(&config.database, unix_now(), config.leeway)?;
+    let database = config.database();
+    drop(Store::open(&database)?);
+    let revocations = Revocations::open(&database, unix_now(), config.leeway)?;
     let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-verifier")?;
-    let verifier = Arc::new(Verifier::new(
-        keys,
-        config.key_file.clone(),
-        config.leeway,
-        revocations,
-        Some(log),
-    ));
+    let verifier = Arc::new(Verifier::new(keys, config.leeway, revocations, Some(log)));
 
     // 64 KiB coroutine stacks: a request that finds the epoch moved runs a SQLite
     // query on its own stack (measured to need more than 8 KiB).
@@ -68,10 +60,10 @@ fn run(args: Args) -> Result<()> {
     spawn_signal_thread(Arc::clone(&verifier))?;
     spawn_maintenance_thread(Arc::clone(&verifier));
     if let Some(path) = &config.verifier_socket {
-        unix::start(Arc::clone(&verifier), path)?;
+        listener::start_unix(Arc::clone(&verifier), path)?;
         eprintln!("softphone-verifier: listening on unix:{}", path.display());
     }
-    let server = server::start(verifier, config.verifier_listen)?;
+    let server = listener::start_tcp(verifier, config.verifier_listen)?;
     eprintln!(
         "softphone-verifier: listening on {} ({} worker(s), {sched})",
         config.verifier_listen, config.verifier_workers
@@ -87,13 +79,7 @@ fn spawn_signal_thread(verifier: Arc<Verifier>) -> Result<()> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    match verifier.reload_key() {
-                        Ok(()) => eprintln!("softphone-verifier: SIGHUP: key reloaded"),
-                        Err(e) => eprintln!("softphone-verifier: SIGHUP: keeping the old key: {e}"),
-                    }
-                    if let Some(Err(e)) = verifier.log().map(SecurityLog::reopen) {
-                        eprintln!("softphone-verifier: SIGHUP: {e}");
-                    }
+                    verifier.reload();
                 } else {
                     // Every answer is a few microseconds and nginx retries a dropped
                     // keep-alive connection, so stopping at once is clean.

@@ -3,15 +3,12 @@
 //! Token sources, in the original nginx Lua's order: query parameter
 //! `authorization`, query parameter `token`, then the `Authorization` header. The
 //! query comes from the request target (nchan appends the original query there) and
-//! from `X-Original-URI` (set by nginx for `auth_request`). Each value may be
-//! `Bearer <jwt>` (scheme case-insensitive, one space) or the bare `<jwt>`; query
-//! values are percent-decoded. Every source that is present must carry the same
-//! token: two different tokens are refused.
+//! from `X-Original-URI` (set by nginx for `auth_request`). Each value is read by
+//! [`bearer`]; query values are percent-decoded first. Every source that is
+//! present must carry the same token: two different tokens are refused.
 
-use softphone_shared::token::MAX_TOKEN_LEN;
+use softphone_shared::token::{MAX_TOKEN_LEN, bearer};
 
-/// Public path of the check, as the original module names it.
-pub const CHECK_PATH: &str = "/pbxcore/api/module-softphone-backend/v1/check-media-access";
 /// Short internal path for nginx's `auth_request` and `nchan_authorize_request`.
 pub const AUTH_PATH: &str = "/auth";
 /// Liveness probe of the verifier itself.
@@ -30,7 +27,7 @@ pub struct Head<'a> {
     pub real_ip: Option<&'a [u8]>,
     /// A `Content-Length` other than 0, or any `Transfer-Encoding`.
     pub has_body: bool,
-    /// A method other than GET or HEAD (see [`Head::method`]).
+    /// A method other than GET or HEAD (see [`Head::set_method`]).
     pub other_method: bool,
 }
 
@@ -44,12 +41,12 @@ impl<'a> Head<'a> {
 
     /// Records the method. nginx asks with the client's GET or HEAD (media,
     /// WebSocket) and nchan with GET; anything else is not a question nginx asks.
-    pub fn method(&mut self, method: &str) {
+    pub fn set_method(&mut self, method: &str) {
         self.other_method = method != "GET" && method != "HEAD";
     }
 
     /// Records one header; names are matched case-insensitively.
-    pub fn header(&mut self, name: &str, value: &'a [u8]) {
+    pub fn add_header(&mut self, name: &str, value: &'a [u8]) {
         if name.eq_ignore_ascii_case("authorization") {
             if let Some(slot) = self.authorization.get_mut(self.authorization_count) {
                 *slot = Some(value);
@@ -132,13 +129,13 @@ pub fn find_token<'r>(head: &Head<'r>, scratch: &'r mut [u8; MAX_TOKEN_LEN]) -> 
     for &(raw, query) in &sources[..count] {
         let plain = !(query && needs_decoding(raw));
         let candidate = if plain {
-            strip_scheme(raw)
+            bearer(raw)
         } else if token.is_none() {
             let Some(buf) = scratch.take() else {
                 return Found::Unreadable;
             };
             match percent_decode(raw, buf) {
-                Some(n) => strip_scheme(&buf[..n]),
+                Some(n) => bearer(&buf[..n]),
                 None => return Found::Unreadable,
             }
         } else {
@@ -149,10 +146,10 @@ pub fn find_token<'r>(head: &Head<'r>, scratch: &'r mut [u8; MAX_TOKEN_LEN]) -> 
                 None => return Found::Unreadable,
             }
         };
-        if candidate.is_empty() {
-            // An empty value (`?token=`) or a bare "Bearer" counts as no token.
+        // An empty value (`?token=`) or a bare "Bearer" counts as no token.
+        let Some(candidate) = candidate else {
             continue;
-        }
+        };
         if candidate.len() > MAX_TOKEN_LEN {
             return Found::Unreadable;
         }
@@ -178,23 +175,7 @@ fn needs_decoding(value: &[u8]) -> bool {
 fn same_when_decoded(raw: &[u8], token: &[u8]) -> Option<bool> {
     let mut buf = [0u8; MAX_TOKEN_LEN];
     let n = percent_decode(raw, &mut buf)?;
-    let decoded = strip_scheme(&buf[..n]);
-    Some(decoded.is_empty() || decoded == token)
-}
-
-/// `Bearer <t>` (any case, one space) gives `<t>`; anything else is the bare token.
-fn strip_scheme(value: &[u8]) -> &[u8] {
-    const SCHEME: &[u8] = b"bearer";
-    if value.len() >= SCHEME.len() && value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
-        let rest = &value[SCHEME.len()..];
-        if rest.is_empty() {
-            return rest;
-        }
-        if let Some(token) = rest.strip_prefix(b" ") {
-            return token;
-        }
-    }
-    value
+    Some(bearer(&buf[..n]).is_none_or(|decoded| decoded == token))
 }
 
 fn query_of(target: &[u8]) -> Option<&[u8]> {
@@ -253,7 +234,7 @@ mod tests {
     fn find(target: &str, headers: &[(&str, &[u8])]) -> String {
         let mut head = Head::new(target);
         for (name, value) in headers {
-            head.header(name, value);
+            head.add_header(name, value);
         }
         let mut scratch = [0u8; MAX_TOKEN_LEN];
         match find_token(&head, &mut scratch) {
@@ -343,12 +324,12 @@ mod tests {
     #[test]
     fn bodies_are_noticed() {
         let mut head = Head::new("/auth");
-        head.header("Content-Length", b"0");
+        head.add_header("Content-Length", b"0");
         assert!(!head.has_body);
-        head.header("content-length", b"5");
+        head.add_header("content-length", b"5");
         assert!(head.has_body);
         let mut head = Head::new("/auth");
-        head.header("Transfer-Encoding", b"chunked");
+        head.add_header("Transfer-Encoding", b"chunked");
         assert!(head.has_body);
     }
 }

@@ -16,6 +16,7 @@ use std::sync::{Mutex, RwLock};
 
 use softphone_shared::epoch::Epoch;
 use softphone_shared::store::Store;
+use softphone_shared::token::Validation;
 
 use crate::Result;
 
@@ -183,7 +184,12 @@ impl Revocations {
     /// even without a bump (a safety net for hand edits).
     pub fn maintain(&self, now: i64) {
         if let Ok(mut set) = self.sessions.write() {
-            set.retain(|_, (expires, _)| expires.saturating_add(self.leeway) >= now);
+            // A session lives as long as its tokens: `leeway` past its expiry.
+            let validation = Validation {
+                now,
+                leeway: self.leeway,
+            };
+            set.retain(|_, (expires, _)| !validation.expired(*expires));
         }
         if self.epoch.replaced() && !self.direct.swap(true, Ordering::Relaxed) {
             eprintln!(
@@ -226,10 +232,8 @@ mod tests {
     /// current for a bump it never read, for up to a second).
     #[test]
     fn upkeep_never_hides_a_fresh_revocation() {
-        let dir =
-            std::env::temp_dir().join(format!("softphone-revocations-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let db = dir.join("softphone.db");
+        let dir = softphone_testkit::TestDir::new("revocations");
+        let db = dir.path().join("softphone.db");
         let now = 1_800_000_000;
         let mut writer = Store::open(&db).unwrap();
         for i in 0..50 {
@@ -266,6 +270,5 @@ mod tests {
             .revoke_session("last", RevokeReason::Logout, now)
             .unwrap();
         assert!(revocations.is_revoked("last", now).unwrap());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -8,14 +8,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use softphone_shared::keyfile;
+use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
 use softphone_testkit::counting::{Counting, allocations};
 use softphone_testkit::{CHECK, TestDir, free_port};
-use softphone_verifier::decision::Verifier;
+use softphone_verifier::listener;
 use softphone_verifier::revocations::Revocations;
-use softphone_verifier::server;
+use softphone_verifier::state::Verifier;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -44,7 +44,7 @@ fn a_valid_token_costs_no_allocation_per_request() {
     let dir = TestDir::new("alloc");
     let key_path = dir.path().join("db/secret.key");
     let db_path = dir.path().join("db/softphone.db");
-    let key = keyfile::load_or_create(&key_path).unwrap();
+    let keys = LiveKeys::open(&key_path, "test").unwrap();
     let now = unix_now();
     let mut store = Store::open(&db_path).unwrap();
     for (sid, revoked) in [("live-session", false), ("dead-session", true)] {
@@ -55,8 +55,8 @@ fn a_valid_token_costs_no_allocation_per_request() {
                 .unwrap();
         }
     }
-    let valid = softphone_testkit::access_token(&key, "live-session", now);
-    let revoked = softphone_testkit::access_token(&key, "dead-session", now);
+    let valid = softphone_testkit::access_token(keys.ring().current(), "live-session", now);
+    let revoked = softphone_testkit::access_token(keys.ring().current(), "dead-session", now);
 
     let revocations = Revocations::open(&db_path, now, 30).unwrap();
     assert_eq!(
@@ -64,16 +64,10 @@ fn a_valid_token_costs_no_allocation_per_request() {
         2,
         "both sessions known: revocation checking is on"
     );
-    let verifier = Arc::new(Verifier::new(
-        keyfile::KeyRing::single(key),
-        key_path,
-        30,
-        revocations,
-        None,
-    ));
+    let verifier = Arc::new(Verifier::new(keys, 30, revocations, None));
     may::config().set_workers(1).set_stack_size(0x2000);
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _server = server::start(verifier, addr).unwrap();
+    let _server = listener::start_tcp(verifier, addr).unwrap();
 
     let mut stream = loop {
         if let Ok(s) = TcpStream::connect(addr) {

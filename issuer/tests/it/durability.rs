@@ -21,7 +21,7 @@ fn logouts_answered_200_survive_kill_9() {
         .map(|i| {
             let sid = format!("durability-{i:04}");
             softphone_testkit::insert_session(&mut store, &sid, now);
-            let token = softphone_testkit::access_token(&key, &sid, now);
+            let token = softphone_testkit::access_token(key.current(), &sid, now);
             (sid, token)
         })
         .collect();

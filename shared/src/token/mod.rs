@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
-use crate::keyfile::{Key, KeyRing, NO_DEADLINE};
+use crate::keys::{Key, KeyRing, NO_DEADLINE, retired};
 
 /// Longest token we look at. Ours are ~350 characters; anything far longer is
 /// garbage and is rejected before any decoding work.
@@ -18,14 +18,6 @@ pub const MAX_TOKEN_LEN: usize = 2048;
 pub const PAYLOAD_BUF: usize = MAX_TOKEN_LEN * 3 / 4 + 3;
 const HEADER_BUF: usize = 192;
 const SIGNATURE_LEN: usize = 32;
-
-/// The JOSE header we write, before `kid` (which names the signing key).
-const HEADER_JSON_START: &str = r#"{"alg":"HS256","typ":"JWT","kid":""#;
-
-/// The base64url JOSE header of tokens signed by the key named `kid`.
-pub fn header_b64(kid: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!(r#"{HEADER_JSON_START}{kid}"}}"#))
-}
 
 /// Why a token was refused. Small and `Copy` so the hot path never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,12 +118,89 @@ struct Header<'a> {
     kid: Option<&'a str>,
 }
 
-/// Clock and tolerance for a verification.
+/// Clock and tolerance for a verification: the one home of the time rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Validation {
     pub now: i64,
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway: i64,
+}
+
+impl Validation {
+    /// The time rules, in order: the signing key has not been retired, the token
+    /// has not expired, and it is valid already. Full verification and the
+    /// verifier's cached tokens both come here.
+    pub fn check(&self, times: TokenTimes) -> Result<(), TokenError> {
+        if retired(times.key_until, self.now) {
+            return Err(TokenError::UnknownKey);
+        }
+        if self.expired(times.exp) {
+            return Err(TokenError::Expired);
+        }
+        if self.now.saturating_add(self.leeway) < times.not_before {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// Whether something that expires at `exp` is past it by more than the
+    /// leeway: a token, and so also its session and its cache entry.
+    pub fn expired(&self, exp: i64) -> bool {
+        self.now > exp.saturating_add(self.leeway)
+    }
+}
+
+/// The times of a verified token that the rules of [`Validation::check`] need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTimes {
+    pub exp: i64,
+    /// Not valid before this: `nbf` or the issue time, whichever is later (a
+    /// token is never valid before it was issued).
+    pub not_before: i64,
+    /// From when the signing key verifies nothing ([`NO_DEADLINE`] for the
+    /// current key).
+    pub key_until: i64,
+}
+
+impl TokenTimes {
+    fn of(claims: &Claims<'_>, key_until: i64) -> TokenTimes {
+        TokenTimes {
+            exp: claims.exp,
+            not_before: claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat)),
+            key_until,
+        }
+    }
+}
+
+impl Claims<'_> {
+    /// The typed purpose check: a valid token of the other type (a refresh token
+    /// where an access token is needed, or back) is [`TokenError::WrongType`].
+    pub fn require(self, kind: TokenType) -> Result<Self, TokenError> {
+        if self.kind == kind {
+            Ok(self)
+        } else {
+            Err(TokenError::WrongType)
+        }
+    }
+}
+
+/// The token of an `Authorization` header (or query) value: `Bearer <t>` with the
+/// scheme in any case and one space gives `<t>`; any other value is the bare
+/// token. `None` for no token at all: an empty value, or `Bearer` with nothing
+/// after it.
+pub fn bearer(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    let token = match value.split_at_checked(SCHEME.len()) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(SCHEME) => {
+            if rest.is_empty() {
+                rest
+            } else {
+                rest.strip_prefix(b" ").unwrap_or(value)
+            }
+        }
+        _ => value,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 /// Signs claims with `key`, naming it in the header's `kid`. The output is
@@ -150,25 +219,16 @@ pub fn sign(claims: &Claims<'_>, key: &Key) -> String {
     out
 }
 
-/// A verified token: its claims, borrowed from the caller's buffer, and until when
-/// the key that signed it verifies anything ([`NO_DEADLINE`] for the current key).
+/// A verified token: its claims, borrowed from the caller's buffer, and the times
+/// [`Validation::check`] judges (again, for a token the verifier cached).
 #[derive(Debug)]
 pub struct Verified<'b> {
     pub claims: Claims<'b>,
-    pub key_until: i64,
+    pub times: TokenTimes,
 }
 
-/// Verifies any token of ours and returns its claims, borrowed from `buf`.
-pub fn decode<'b>(
-    token: &(impl AsRef<[u8]> + ?Sized),
-    keys: &KeyRing,
-    validation: Validation,
-    buf: &'b mut [u8; PAYLOAD_BUF],
-) -> Result<Claims<'b>, TokenError> {
-    verify(token, keys, validation, buf).map(|v| v.claims)
-}
-
-/// Verifies any token of ours; also says until when its signing key is good.
+/// Verifies any token of ours: the one entry point for every caller. The caller
+/// then states the purpose with [`Claims::require`].
 ///
 /// Order matters: structure and header first (cheap, no secrets), then the MAC in
 /// constant time, and only then are claims parsed and trusted.
@@ -199,9 +259,6 @@ pub fn verify<'b>(
     } else {
         check_header(header_b64, keys)?
     };
-    if crate::keyfile::retired(key_until, validation.now) {
-        return Err(TokenError::UnknownKey);
-    }
 
     let mut signature = [0u8; SIGNATURE_LEN + 3];
     let signature_len =
@@ -220,15 +277,9 @@ pub fn verify<'b>(
     if claims.sid.is_empty() || claims.jti.is_empty() || claims.iat < 0 || claims.iat > claims.exp {
         return Err(TokenError::BadClaims);
     }
-    if validation.now > claims.exp.saturating_add(validation.leeway) {
-        return Err(TokenError::Expired);
-    }
-    // Not valid before `nbf`, nor before it was issued (a token from the future).
-    let not_before = claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat));
-    if validation.now.saturating_add(validation.leeway) < not_before {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(Verified { claims, key_until })
+    let times = TokenTimes::of(&claims, key_until);
+    validation.check(times)?;
+    Ok(Verified { claims, times })
 }
 
 /// Headers without `kid`, verified with the current key only:
@@ -253,41 +304,6 @@ fn check_header<'k>(header_b64: &[u8], keys: &'k KeyRing) -> Result<(&'k Key, i6
     match header.kid {
         Some(kid) => keys.by_kid(kid).ok_or(TokenError::UnknownKey),
         None => Ok((keys.current(), NO_DEADLINE)),
-    }
-}
-
-/// Verifies an access token: a valid refresh token is [`TokenError::WrongType`].
-pub fn decode_access<'b>(
-    token: &(impl AsRef<[u8]> + ?Sized),
-    keys: &KeyRing,
-    validation: Validation,
-    buf: &'b mut [u8; PAYLOAD_BUF],
-) -> Result<Claims<'b>, TokenError> {
-    decode_typed(token, keys, validation, buf, TokenType::Access)
-}
-
-/// Verifies a refresh token: a valid access token is [`TokenError::WrongType`].
-pub fn decode_refresh<'b>(
-    token: &(impl AsRef<[u8]> + ?Sized),
-    keys: &KeyRing,
-    validation: Validation,
-    buf: &'b mut [u8; PAYLOAD_BUF],
-) -> Result<Claims<'b>, TokenError> {
-    decode_typed(token, keys, validation, buf, TokenType::Refresh)
-}
-
-fn decode_typed<'b>(
-    token: &(impl AsRef<[u8]> + ?Sized),
-    keys: &KeyRing,
-    validation: Validation,
-    buf: &'b mut [u8; PAYLOAD_BUF],
-    wanted: TokenType,
-) -> Result<Claims<'b>, TokenError> {
-    let claims = decode(token, keys, validation, buf)?;
-    if claims.kind == wanted {
-        Ok(claims)
-    } else {
-        Err(TokenError::WrongType)
     }
 }
 

@@ -57,6 +57,27 @@ fn payload_with(field: &str) -> String {
     format!(r#"{{"sub":7,"username":"201","role":"user","iat":{IAT},{field},"sid":"s","jti":"j"}}"#)
 }
 
+/// Verifies and keeps the claims, as every caller does.
+fn decode<'b>(
+    token: &str,
+    keys: &KeyRing,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, TokenError> {
+    verify(token, keys, validation, buf).map(|v| v.claims)
+}
+
+/// Verifies and requires the purpose `kind`, as the issuer and the verifier do.
+fn decode_as<'b>(
+    kind: TokenType,
+    token: &str,
+    keys: &KeyRing,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, TokenError> {
+    decode(token, keys, validation, buf).and_then(|c| c.require(kind))
+}
+
 fn check(token: &str) -> Result<(), TokenError> {
     let mut buf = [0u8; PAYLOAD_BUF];
     decode(token, &ring(), at(IAT), &mut buf).map(|_| ())
@@ -65,7 +86,14 @@ fn check(token: &str) -> Result<(), TokenError> {
 #[test]
 fn a_token_made_the_original_way_verifies() {
     let mut buf = [0u8; PAYLOAD_BUF];
-    let got = decode_access(ORIGINAL_WAY, &ring(), at(IAT + 10), &mut buf).unwrap();
+    let got = decode_as(
+        TokenType::Access,
+        ORIGINAL_WAY,
+        &ring(),
+        at(IAT + 10),
+        &mut buf,
+    )
+    .unwrap();
     assert_eq!(got, claims());
 }
 
@@ -155,18 +183,7 @@ const NEW_KEY_TEXT: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9
 
 /// A ring after one rotation: a new current key, `KEY_TEXT` previous until `until`.
 fn rotated(until: i64) -> KeyRing {
-    let dir = std::env::temp_dir().join(format!("softphone-ring-{}-{until}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("secret.key");
-    std::fs::write(&path, NEW_KEY_TEXT).unwrap();
-    std::fs::write(
-        crate::keyfile::previous_path(&path),
-        format!("# comment\n\n{until} {KEY_TEXT}\n"),
-    )
-    .unwrap();
-    let ring = KeyRing::load(&path).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    ring
+    KeyRing::new(Key::from_text(NEW_KEY_TEXT).unwrap(), vec![(key(), until)])
 }
 
 #[test]
@@ -175,7 +192,7 @@ fn after_rotation_tokens_of_the_previous_key_verify_until_its_deadline() {
     let mut buf = [0u8; PAYLOAD_BUF];
     // OURS names the previous key by kid.
     let got = verify(OURS, &ring, at(IAT + 99), &mut buf).unwrap();
-    assert_eq!((got.claims, got.key_until), (claims(), IAT + 100));
+    assert_eq!((got.claims, got.times.key_until), (claims(), IAT + 100));
     assert_eq!(
         decode(OURS, &ring, at(IAT + 100), &mut buf).unwrap_err(),
         TokenError::UnknownKey
@@ -183,7 +200,7 @@ fn after_rotation_tokens_of_the_previous_key_verify_until_its_deadline() {
     // New tokens name the new key and verify with no deadline.
     let new = sign(&claims(), ring.current());
     let got = verify(&new, &ring, at(IAT), &mut buf).unwrap();
-    assert_eq!(got.key_until, NO_DEADLINE);
+    assert_eq!(got.times.key_until, NO_DEADLINE);
     assert_ne!(new.split('.').next(), OURS.split('.').next());
     // The previous key's header spelled differently (no fast path) still works.
     let reordered = craft(
@@ -376,23 +393,23 @@ fn issued_at_must_be_a_time_before_expiry() {
 }
 
 #[test]
-fn typed_decoders_refuse_the_other_type_only_after_everything_else() {
+fn the_purpose_is_checked_only_after_everything_else() {
     let mut refresh = claims();
     refresh.kind = TokenType::Refresh;
     let token = sign(&refresh, &key());
     let mut buf = [0u8; PAYLOAD_BUF];
     assert_eq!(
-        decode_access(&token, &ring(), at(IAT), &mut buf).unwrap_err(),
+        decode_as(TokenType::Access, &token, &ring(), at(IAT), &mut buf).unwrap_err(),
         TokenError::WrongType
     );
-    assert!(decode_refresh(&token, &ring(), at(IAT), &mut buf).is_ok());
+    assert!(decode_as(TokenType::Refresh, &token, &ring(), at(IAT), &mut buf).is_ok());
     assert_eq!(
-        decode_refresh(OURS, &ring(), at(IAT), &mut buf).unwrap_err(),
+        decode_as(TokenType::Refresh, OURS, &ring(), at(IAT), &mut buf).unwrap_err(),
         TokenError::WrongType
     );
     // An expired refresh token at an access-only place is expired, not wrong-type.
     assert_eq!(
-        decode_access(&token, &ring(), at(EXP + 100), &mut buf).unwrap_err(),
+        decode_as(TokenType::Access, &token, &ring(), at(EXP + 100), &mut buf).unwrap_err(),
         TokenError::Expired
     );
 }
@@ -450,5 +467,27 @@ fn non_canonical_trailing_bits_are_rejected() {
         let tweaked = alphabet[index | 1] as char;
         let token = rebuild(&format!("{}{tweaked}", &segment[..segment.len() - 1]));
         assert!(check(&token).is_err(), "{token}");
+    }
+}
+
+#[test]
+fn bearer_takes_one_scheme_in_any_case_and_one_space() {
+    let cases: [(&[u8], Option<&[u8]>); 10] = [
+        (b"Bearer abc", Some(b"abc")),
+        (b"bEaReR abc", Some(b"abc")),
+        (b"abc", Some(b"abc")),
+        // Only one space belongs to the scheme: the rest is the token (and fails).
+        (b"Bearer  abc", Some(b" abc")),
+        // Not the scheme: the whole value is a bare token (and fails).
+        (b"Bearerabc", Some(b"Bearerabc")),
+        (b"Basic abc", Some(b"Basic abc")),
+        // No token at all.
+        (b"", None),
+        (b"Bearer", None),
+        (b"bearer ", None),
+        (b"BEARER", None),
+    ];
+    for (value, token) in cases {
+        assert_eq!(bearer(value), token, "{:?}", String::from_utf8_lossy(value));
     }
 }

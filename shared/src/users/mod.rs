@@ -12,7 +12,7 @@ use ring::hmac;
 
 use crate::Result;
 use crate::config::UserSource;
-use crate::keyfile::{self, Key, KeyRing};
+use crate::keys::{self, Key, KeyRing};
 use crate::store::Store;
 
 /// Who a token is for.
@@ -70,7 +70,7 @@ impl Credential {
         let mut ctx = hmac::Context::with_key(key.hmac());
         ctx.update(b"softphone-credential-tag\0");
         ctx.update(material);
-        crate::keyfile::hex(&ctx.sign().as_ref()[..12])
+        hex::encode(&ctx.sign().as_ref()[..12])
     }
 
     /// Which key the session's stored `tag` was made with, if it matches this
@@ -84,7 +84,7 @@ impl Credential {
         let previous = keys
             .previous()
             .iter()
-            .filter(|(_, until)| !keyfile::retired(*until, now))
+            .filter(|(_, until)| !keys::retired(*until, now))
             .any(|(key, _)| self.tag(key) == stored);
         if previous {
             TagMatch::Previous

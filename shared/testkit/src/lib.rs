@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use http::{Response, request, send_raw};
 
-pub const BASE: &str = "/pbxcore/api/module-softphone-backend/v1";
-pub const CHECK: &str = "/pbxcore/api/module-softphone-backend/v1/check-media-access";
+pub use softphone_shared::paths::{API_BASE as BASE, CHECK_MEDIA_ACCESS as CHECK};
 
 /// A directory under the system temp dir, removed on drop when the test passed
 /// (kept when `SOFTPHONE_KEEP_TEST_DIRS` is set).
@@ -386,7 +385,7 @@ pub fn insert_session(store: &mut softphone_shared::store::Store, sid: &str, now
 
 /// An access token for the session [`insert_session`] makes (user 7, `201`),
 /// valid for an hour from `now`.
-pub fn access_token(key: &softphone_shared::keyfile::Key, sid: &str, now: i64) -> String {
+pub fn access_token(key: &softphone_shared::keys::Key, sid: &str, now: i64) -> String {
     softphone_shared::token::sign(
         &softphone_shared::token::Claims {
             sub: 7,

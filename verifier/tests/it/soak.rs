@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use softphone_shared::keyfile::KeyRing;
+use softphone_shared::keyfile;
 use softphone_shared::token::{self, PAYLOAD_BUF, Validation};
 use softphone_testkit::http::{Conn, build};
 use softphone_testkit::{CHECK, Daemons};
@@ -41,10 +41,12 @@ fn rss_kib(pid: u32) -> u64 {
 /// An expired copy of `access`: the same claims, `exp` an hour ago, signed with
 /// the daemons' current key.
 fn expired_copy(d: &Daemons, access: &str) -> String {
-    let keys = KeyRing::load(&d.data_dir().join("db/secret.key")).unwrap();
+    let keys = keyfile::load(&d.data_dir().join("db/secret.key")).unwrap();
     let now = softphone_shared::unix_now();
     let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = token::decode(access, &keys, Validation { now, leeway: 30 }, &mut buf).unwrap();
+    let claims = token::verify(access, &keys, Validation { now, leeway: 30 }, &mut buf)
+        .unwrap()
+        .claims;
     let old = token::Claims {
         iat: now - 7200,
         exp: now - 3600,

@@ -1,5 +1,5 @@
 //! Fuzz target `request`: a request target and headers through the verifier's
-//! decision, as the server feeds it (`Head::new`, `head.header`, `decide`), on a
+//! decision, as the server feeds it (`Head::new`, `head.add_header`, `decide`), on a
 //! real SQLite store (see `softphone_fuzz::verifier`).
 //!
 //! Input format: see `softphone_fuzz::RequestInput` (first line the target, then
@@ -7,7 +7,7 @@
 //!
 //! Checks: nothing panics; deciding the same request twice gives the same answer
 //! (the second comes from the token cache when the first verified a token); an
-//! allow or a 403 is backed by the token decoders; and a counting global
+//! allow or a 403 is backed by token verification of the right type; and a counting global
 //! allocator holds every decision to the allocation budget below.
 #![no_main]
 #![allow(
@@ -22,13 +22,14 @@ use std::sync::{LazyLock, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, RequestInput};
-use softphone_shared::keyfile::KeyRing;
+use softphone_shared::keys::KeyRing;
 use softphone_shared::token::{
-    MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, Validation, decode_access, decode_refresh,
+    self, MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, TokenType, Validation,
 };
 use softphone_testkit::counting::{Counting, allocations};
-use softphone_verifier::decision::{Decision, DenyReason, Scratch, Verifier};
+use softphone_verifier::decision::{Decision, DenyReason, Scratch};
 use softphone_verifier::request::{Found, Head, find_token};
+use softphone_verifier::state::Verifier;
 
 /// Allocations a request may cost the first time it is seen: a token that passes
 /// full verification is copied into the token cache (token, sid, username, map
@@ -79,7 +80,7 @@ fuzz_target!(
         let input = RequestInput::parse(data);
         let mut head = Head::new(input.target);
         for &(name, value) in input.headers() {
-            head.header(name, value);
+            head.add_header(name, value);
         }
         SCRATCH.with_borrow_mut(|scratch| {
             let (first, first_allocs) = counted(|| verifier.decide(&head, NOW, scratch));
@@ -131,7 +132,8 @@ fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
     (result, allocations() - before)
 }
 
-/// A 200 needs a token `decode_access` accepts, a 403 one `decode_refresh` accepts.
+/// A 200 needs a token that verifies as an access token, a 403 one that
+/// verifies as a refresh token.
 fn backed_by_the_decoders(head: &Head<'_>, decision: Decision) {
     let refresh = match decision {
         Decision::Allow(_) => false,
@@ -147,11 +149,13 @@ fn backed_by_the_decoders(head: &Head<'_>, decision: Decision) {
         leeway: LEEWAY,
     };
     let mut buf = [0u8; PAYLOAD_BUF];
-    let decoded = if refresh {
-        decode_refresh(token, &KEY, validation, &mut buf)
+    let kind = if refresh {
+        TokenType::Refresh
     } else {
-        decode_access(token, &KEY, validation, &mut buf)
+        TokenType::Access
     };
+    let decoded =
+        token::verify(token, &KEY, validation, &mut buf).and_then(|v| v.claims.require(kind));
     assert!(
         decoded.is_ok(),
         "{decision:?} for a token the decoder refuses: {decoded:?}"

@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
-use softphone_shared::keyfile::{Key, KeyRing};
+use softphone_shared::keyfile;
+use softphone_shared::keys::{Key, KeyRing};
+use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::{Event, RATE_LIMIT_PER_SECOND, SecurityLog};
 use softphone_shared::store::{NewSession, RevokeReason, Store};
 use softphone_shared::token::{self, Claims, TokenType};
-use softphone_verifier::decision::Verifier;
 use softphone_verifier::revocations::Revocations;
+use softphone_verifier::state::Verifier;
 
 /// The key file's text. The HMAC key is these ASCII characters, as in the file.
 pub const KEY_TEXT: &str = "5f1c0e9a7b3d2c4e6a8b0d1f3e5c7a9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a";
@@ -141,6 +143,12 @@ pub fn verifier(dir: &Path) -> Verifier {
     std::fs::create_dir_all(dir).expect("fuzz data dir");
     let key_path = dir.join("secret.key");
     std::fs::write(&key_path, KEY_TEXT).expect("key file");
+    // The previous key of [`key`], as `key rotate` writes it.
+    std::fs::write(
+        keyfile::previous_path(&key_path),
+        format!("{} {PREVIOUS_KEY_TEXT}\n", NOW + 100),
+    )
+    .expect("previous key file");
     let db = dir.join("softphone.db");
     let mut store = Store::open(&db).expect("store");
     for sid in [LIVE_SID, REVOKED_SID] {
@@ -165,7 +173,8 @@ pub fn verifier(dir: &Path) -> Verifier {
     for _ in 0..RATE_LIMIT_PER_SECOND {
         log.log_limited(Event::MediaAccessDenied, "warm-up", "", None, NOW);
     }
-    Verifier::new(key(), key_path, LEEWAY, revocations, Some(log))
+    let keys = LiveKeys::open(&key_path, "softphone-fuzz").expect("keys");
+    Verifier::new(keys, LEEWAY, revocations, Some(log))
 }
 
 /// Where a target keeps its fixture: `SOFTPHONE_FUZZ_DIR` (the runner's temporary
@@ -348,8 +357,8 @@ pub fn request_seeds() -> Vec<(String, Vec<u8>)> {
             .map(|(_, t)| t.clone())
             .expect("seed token")
     };
-    let base = "/pbxcore/api/module-softphone-backend/v1";
-    let check = format!("{base}/check-media-access");
+    let base = softphone_shared::paths::API_BASE;
+    let check = softphone_shared::paths::CHECK_MEDIA_ACCESS;
     let access = t("access");
     let encoded = access.replace('.', "%2E");
     let mut seeds = vec![

@@ -5,9 +5,10 @@
 //! under our standard header, or `<header>\n<payload>`. The second form reaches
 //! the claims parser and the time checks, which sit behind the MAC.
 //!
-//! Checks: nothing panics (overflow checks are on); `decode_access` and
-//! `decode_refresh` agree with `decode`; and whatever decodes, re-signed with
-//! `token::sign`, decodes again to equal claims.
+//! Checks: nothing panics (overflow checks are on); what verifies passes the time
+//! rules of `Validation::check` and `Claims::require` accepts exactly its own
+//! type; and whatever verifies, re-signed with `token::sign`, verifies again to
+//! equal claims.
 #![no_main]
 #![allow(
     clippy::unwrap_used,
@@ -20,10 +21,8 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, sign_segments};
-use softphone_shared::keyfile::KeyRing;
-use softphone_shared::token::{
-    self, PAYLOAD_BUF, TokenError, TokenType, Validation, decode, decode_access, decode_refresh,
-};
+use softphone_shared::keys::KeyRing;
+use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
 
 static KEY: LazyLock<KeyRing> = LazyLock::new(softphone_fuzz::key);
 
@@ -69,39 +68,38 @@ fuzz_target!(
     }
 );
 
+/// Verifies and keeps the claims.
+fn decode<'b>(
+    token: &[u8],
+    key: &KeyRing,
+    validation: Validation,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, TokenError> {
+    token::verify(token, key, validation, buf).map(|v| v.claims)
+}
+
 fn check(token: &[u8]) {
     let key = &*KEY;
     let mut buf = [0u8; PAYLOAD_BUF];
-    let decoded = decode(token, key, AT_NOW, &mut buf);
-
-    let mut access_buf = [0u8; PAYLOAD_BUF];
-    let access = decode_access(token, key, AT_NOW, &mut access_buf);
-    let mut refresh_buf = [0u8; PAYLOAD_BUF];
-    let refresh = decode_refresh(token, key, AT_NOW, &mut refresh_buf);
-    match &decoded {
-        Ok(claims) => {
-            let typed = |kind| {
-                if claims.kind == kind {
-                    Ok(claims.clone())
-                } else {
-                    Err(TokenError::WrongType)
-                }
-            };
-            assert_eq!(access, typed(TokenType::Access), "decode_access");
-            assert_eq!(refresh, typed(TokenType::Refresh), "decode_refresh");
-
-            let again = token::sign(claims, key.current());
-            let mut again_buf = [0u8; PAYLOAD_BUF];
-            assert_eq!(
-                decode(&again, key, AT_NOW, &mut again_buf).as_ref(),
-                Ok(claims),
-                "re-signed claims decode differently: {again}"
-            );
+    if let Ok(verified) = token::verify(token, key, AT_NOW, &mut buf) {
+        assert_eq!(AT_NOW.check(verified.times), Ok(()), "time rules");
+        let claims = verified.claims;
+        for kind in [TokenType::Access, TokenType::Refresh] {
+            let required = claims.clone().require(kind);
+            if claims.kind == kind {
+                assert_eq!(required.as_ref(), Ok(&claims), "require");
+            } else {
+                assert_eq!(required, Err(TokenError::WrongType), "require");
+            }
         }
-        Err(e) => {
-            assert_eq!(access.as_ref().err(), Some(e), "decode_access");
-            assert_eq!(refresh.as_ref().err(), Some(e), "decode_refresh");
-        }
+
+        let again = token::sign(&claims, key.current());
+        let mut again_buf = [0u8; PAYLOAD_BUF];
+        assert_eq!(
+            decode(again.as_bytes(), key, AT_NOW, &mut again_buf).as_ref(),
+            Ok(&claims),
+            "re-signed claims decode differently: {again}"
+        );
     }
 
     for validation in EXTREMES {

@@ -1,0 +1,15 @@
+//! The public paths, as the original module has them: the issuer's routes live
+//! under [`API_BASE`], and nginx sends [`CHECK_MEDIA_ACCESS`] to the verifier.
+
+/// The base, as a macro so the paths under it are built from one literal.
+macro_rules! api_base {
+    () => {
+        "/pbxcore/api/module-softphone-backend/v1"
+    };
+}
+
+/// Base path of every public route.
+pub const API_BASE: &str = api_base!();
+
+/// The media check: the verifier answers it (nginx passes it through unchanged).
+pub const CHECK_MEDIA_ACCESS: &str = concat!(api_base!(), "/check-media-access");

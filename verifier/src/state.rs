@@ -1,0 +1,70 @@
+//! What the verifier holds, shared by every connection: the live keys, the
+//! sessions and their revocations, the interned identities, the cache of tokens
+//! already verified and the security log; and its upkeep (about once a second,
+//! and on SIGHUP). How a request is decided from it is [`crate::decision`].
+
+use softphone_shared::live_keys::LiveKeys;
+use softphone_shared::seclog::SecurityLog;
+
+use crate::cache::TokenCache;
+use crate::identity::Identities;
+use crate::revocations::Revocations;
+
+pub struct Verifier {
+    pub(crate) keys: LiveKeys,
+    pub(crate) leeway: i64,
+    pub(crate) revocations: Revocations,
+    pub(crate) identities: Identities,
+    pub(crate) cache: TokenCache,
+    pub(crate) log: Option<SecurityLog>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys)
+            .field("leeway", &self.leeway)
+            .field("revocations", &self.revocations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(
+        keys: LiveKeys,
+        leeway: i64,
+        revocations: Revocations,
+        log: Option<SecurityLog>,
+    ) -> Verifier {
+        Verifier {
+            keys,
+            leeway,
+            revocations,
+            identities: Identities::new(),
+            cache: TokenCache::new(),
+            log,
+        }
+    }
+
+    /// SIGHUP: re-reads the key files (a broken file keeps the keys in use) and
+    /// reopens the security log.
+    pub fn reload(&self) {
+        if self.keys.reload_and_report("SIGHUP") {
+            self.cache.clear();
+        }
+        if let Some(Err(e)) = self.log.as_ref().map(SecurityLog::reopen) {
+            eprintln!("softphone-verifier: SIGHUP: {e}");
+        }
+    }
+
+    /// Background upkeep, about once a second: revocations, the token cache,
+    /// and a key file changed on disk (reloaded as on SIGHUP).
+    pub fn maintain(&self, now: i64) {
+        self.revocations.maintain(now);
+        self.cache.prune(now, self.leeway);
+        if self.keys.reload_if_changed() {
+            // Tokens verified with the old keys must be verified again.
+            self.cache.clear();
+        }
+    }
+}
