@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use softphone_bench::load::{self, Plan, Request};
+use softphone_bench::stack::Settings;
 use softphone_bench::{floors, suite};
 
 #[derive(Parser)]
@@ -92,7 +93,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             out,
             strict,
         } => {
-            let settings = suite::Settings {
+            let settings = Settings {
                 duration: Duration::from_secs(duration.max(1)),
                 connections,
                 threads,
