@@ -36,8 +36,9 @@ enum Command {
         /// Pin the servers to CPU 0 and the load generator to CPU 1
         #[arg(long)]
         pin: bool,
-        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, generator)
-        #[arg(long)]
+        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, generator),
+        /// comma-separated or repeated
+        #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Directory for the reports
         #[arg(long, default_value = "bench/results")]
