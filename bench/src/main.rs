@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use softphone_bench::load::{self, Plan, Request};
+use softphone_bench::stack::Settings;
 use softphone_bench::{floors, suite};
 
 #[derive(Parser)]
@@ -35,8 +36,9 @@ enum Command {
         /// Pin the servers to CPU 0 and the load generator to CPU 1
         #[arg(long)]
         pin: bool,
-        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, generator)
-        #[arg(long)]
+        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, generator),
+        /// comma-separated or repeated
+        #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Directory for the reports
         #[arg(long, default_value = "bench/results")]
@@ -92,7 +94,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             out,
             strict,
         } => {
-            let settings = suite::Settings {
+            let settings = Settings {
                 duration: Duration::from_secs(duration.max(1)),
                 connections,
                 threads,

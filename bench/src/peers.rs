@@ -8,7 +8,7 @@ use std::process::Child;
 
 use softphone_testkit::free_port;
 
-use crate::suite::spawn;
+use crate::stack::spawn;
 
 const NGINX_CONF: &str = include_str!("../peers/nginx.conf.in");
 const PHP_FPM_CONF: &str = include_str!("../peers/php/php-fpm.conf.in");

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::load::Outcome;
-use crate::suite::Settings;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -100,15 +100,17 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(settings: &Settings) -> Report {
+    /// An empty report, started now. The run's settings come as plain values so
+    /// that the report depends on nothing but the load generator's outcomes.
+    pub fn new(duration: Duration, connections: usize, threads: usize, pinned: bool) -> Report {
         Report {
             started: softphone_shared::seclog::timestamp(softphone_shared::unix_now()) + " UTC",
             machine: machine(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
-            duration_s: settings.duration.as_secs_f64(),
-            connections: settings.connections,
-            threads: settings.threads,
-            pinned: settings.pin,
+            duration_s: duration.as_secs_f64(),
+            connections,
+            threads,
+            pinned,
             rows: Vec::new(),
             targets: Vec::new(),
             notes: Vec::new(),

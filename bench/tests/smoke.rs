@@ -97,3 +97,43 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
             .all(|r| r["requests"].as_u64().unwrap() > 0)
     );
 }
+
+#[test]
+fn only_takes_families_comma_separated() {
+    let out_dir = softphone_testkit::TestDir::new("bench-smoke-only");
+    let out = Command::new(env!("CARGO_BIN_EXE_softphone-bench"))
+        .args([
+            "suite",
+            "--duration",
+            "1",
+            "--connections",
+            "16",
+            "--strict",
+            "--only",
+            "verifier,nchan",
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for scenario in ["verifier-floor", "verifier-mix", "nchan-auth"] {
+        assert!(
+            stdout.contains(&format!("| {scenario} — ")),
+            "{scenario} missing:\n{stdout}"
+        );
+    }
+    for scenario in [
+        "media-floor",
+        "peer-floor",
+        "issuer-floor",
+        "generator-ours",
+    ] {
+        assert!(
+            !stdout.contains(&format!("| {scenario} — ")),
+            "{scenario} ran although not asked for:\n{stdout}"
+        );
+    }
+}

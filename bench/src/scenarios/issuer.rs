@@ -1,0 +1,196 @@
+//! The issuer against a bare warp handler: profile, refresh and login, login
+//! timing for unknown users, and profile latency under a bad-login flood.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use softphone_testkit::BASE;
+
+use crate::load::{self, Request};
+use crate::report::{Report, Row, Target};
+use crate::stack::{PASSWORD, Settings, Stack, USER, get, measure, ok_get, plan};
+
+pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Result<(), String> {
+    let d = &stack.daemons;
+    let floor = measure(
+        "floor: bare warp",
+        &plan(settings, stack.warp_addr, vec![ok_get("/")]),
+    )?;
+    report.add(Row::new(
+        "issuer-floor",
+        "warp handler answering 200",
+        None,
+        &floor,
+    ));
+
+    let (access, refresh) = &stack.sessions[0];
+    let profile_request = Request {
+        bytes: get(
+            &format!("{BASE}/profile"),
+            &[("Authorization", &format!("Bearer {access}"))],
+        ),
+        expect: Some(200),
+    };
+    let profile = measure(
+        "issuer: profile",
+        &plan(settings, d.issuer, vec![profile_request.clone()]),
+    )?;
+    let ratio = profile.rate() / floor.rate();
+    report.add(Row::new(
+        "issuer-profile",
+        "GET profile (token check + session lookup)",
+        Some(("issuer-floor", ratio)),
+        &profile,
+    ));
+
+    // A refresh token whose successor is never used may be presented again and again.
+    let refresh_request = Request {
+        bytes: softphone_testkit::http::build(
+            "POST",
+            &format!("{BASE}/auth/refresh"),
+            &[("Authorization", &format!("Bearer {refresh}"))],
+            b"",
+        ),
+        expect: Some(200),
+    };
+    let refreshing = measure(
+        "issuer: refresh",
+        &plan(settings, d.issuer, vec![refresh_request]),
+    )?;
+    let ratio = refreshing.rate() / floor.rate();
+    report.add(Row::new(
+        "issuer-refresh",
+        "POST refresh (rotation, durable commit)",
+        Some(("issuer-floor", ratio)),
+        &refreshing,
+    ));
+
+    let body = format!(r#"{{"username":"{USER}","password":"{PASSWORD}"}}"#);
+    let login_request = Request {
+        bytes: softphone_testkit::http::build(
+            "POST",
+            &format!("{BASE}/auth/login"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        ),
+        expect: Some(200),
+    };
+    let mut login_plan = plan(settings, d.issuer, vec![login_request]);
+    login_plan.connections = login_plan.connections.min(4);
+    let login = measure("issuer: login", &login_plan)?;
+    let hash_ms = {
+        let started = Instant::now();
+        let _ = softphone_shared::password::hash("x", softphone_shared::password::MIN_ITERATIONS);
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let ratio = login.rate() / floor.rate();
+    let mut row = Row::new(
+        "issuer-login",
+        "POST login, PBKDF2-SHA256 600 000 rounds",
+        Some(("issuer-floor", ratio)),
+        &login,
+    );
+    row.note = Some(format!(
+        "one hash costs {hash_ms:.0} ms on the load generator's core"
+    ));
+    report.add(row);
+
+    // User enumeration: an unknown user and a wrong password must take the
+    // same time (the unknown one is hashed against a dummy).
+    let mut medians = Vec::new();
+    for (scenario, label, username) in [
+        (
+            "issuer-login-wrong",
+            "POST login, existing user, wrong password",
+            USER,
+        ),
+        (
+            "issuer-login-unknown",
+            "POST login, unknown user",
+            "no-such-user",
+        ),
+    ] {
+        let body = format!(r#"{{"username":"{username}","password":"not-the-password"}}"#);
+        let mut p = plan(
+            settings,
+            d.issuer,
+            vec![Request {
+                bytes: softphone_testkit::http::build(
+                    "POST",
+                    &format!("{BASE}/auth/login"),
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                ),
+                expect: Some(401),
+            }],
+        );
+        p.connections = 1;
+        let outcome = measure(scenario, &p)?;
+        medians.push(outcome.percentile_ms(0.5));
+        report.add(Row::new(scenario, label, None, &outcome));
+    }
+    report.target(Target::at_most(
+        "login median, |unknown user / wrong password - 1|",
+        (medians[1] / medians[0].max(0.001) - 1.0).abs(),
+        0.05,
+    ));
+
+    // Profile while 64 connections flood logins with wrong passwords from many
+    // (username, address) pairs, so the throttle does not simply answer 429.
+    let mut idle_plan = plan(settings, d.issuer, vec![profile_request.clone()]);
+    idle_plan.connections = 8;
+    let idle = measure("issuer: profile, idle", &idle_plan)?;
+    let flood_requests: Vec<Request> = (0..2000)
+        .map(|i| {
+            let body = format!(r#"{{"username":"flood{i}","password":"wrong"}}"#);
+            let ip = format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256);
+            Request {
+                bytes: softphone_testkit::http::build(
+                    "POST",
+                    &format!("{BASE}/auth/login"),
+                    &[("Content-Type", "application/json"), ("X-Real-IP", &ip)],
+                    body.as_bytes(),
+                ),
+                expect: None,
+            }
+        })
+        .collect();
+    let mut flood_plan = plan(settings, d.issuer, flood_requests);
+    flood_plan.connections = 64;
+    let progress = AtomicU64::new(0);
+    let (flooded, flood) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| load::run(&flood_plan, &progress));
+        std::thread::sleep(Duration::from_millis(200));
+        let flooded = measure("issuer: profile, login flood", &idle_plan);
+        (flooded, flood.join())
+    });
+    let flooded = flooded?;
+    let flood = flood
+        .map_err(|_| "flood thread panicked".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let ratio = flooded.percentile_ms(0.99) / idle.percentile_ms(0.99).max(0.001);
+    report.add(Row::new(
+        "issuer-profile-idle",
+        "GET profile, 8 connections",
+        None,
+        &idle,
+    ));
+    let mut row = Row::new(
+        "issuer-profile-flood",
+        "GET profile, 8 connections, during a 64-connection bad-login flood",
+        None,
+        &flooded,
+    );
+    row.note = Some(format!(
+        "the flood got {} answers ({:.1}/s)",
+        flood.requests,
+        flood.rate()
+    ));
+    report.add(row);
+    report.target(Target::at_most(
+        "profile p99 under a login flood / idle",
+        ratio,
+        2.0,
+    ));
+    Ok(())
+}
