@@ -120,14 +120,14 @@ fn map(file: &File) -> std::io::Result<MmapMut> {
 
 #[cfg(test)]
 mod tests {
+    use softphone_testkit::TestDir;
+
     use super::*;
 
     #[test]
     fn a_bump_in_one_mapping_is_seen_by_another() {
-        let dir = std::env::temp_dir().join(format!("softphone-epoch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("db-epoch");
-        let _ = std::fs::remove_file(&path);
+        let dir = TestDir::new("epoch");
+        let path = Epoch::path_for(&dir.path().join("softphone.db"));
         let writer = Epoch::open(&path).unwrap();
         let reader = Epoch::open(&path).unwrap();
         let before = reader.load();
@@ -136,6 +136,5 @@ mod tests {
         assert!(!reader.replaced());
         std::fs::remove_file(&path).unwrap();
         assert!(reader.replaced());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

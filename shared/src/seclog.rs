@@ -273,6 +273,8 @@ pub fn timestamp(now: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use softphone_testkit::TestDir;
+
     use super::*;
 
     #[test]
@@ -314,9 +316,8 @@ mod tests {
 
     #[test]
     fn denials_are_rate_limited_and_summarised() {
-        let dir = std::env::temp_dir().join(format!("softphone-seclog-{}", std::process::id()));
-        let path = dir.join("security.log");
-        let _ = std::fs::remove_file(&path);
+        let dir = TestDir::new("seclog");
+        let path = dir.path().join("security.log");
         let log = SecurityLog::open(&path, false, "test").unwrap();
         for _ in 0..100 {
             log.log_limited(Event::MediaAccessDenied, "expired", "201", None, 1000);
@@ -329,6 +330,5 @@ mod tests {
         assert!(lines[0].starts_with(
             "[MEDIA_ACCESS_DENIED] Media access denied (expired) for user: 201 | From: - | Time: "
         ));
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -604,16 +604,16 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
 
 #[cfg(test)]
 mod tests {
+    use softphone_testkit::TestDir;
+
     use super::*;
 
     /// A database made by schema 1 is upgraded in place, and the verifier's view
     /// of it (every live session, revoked or not) is right afterwards.
     #[test]
     fn schema_1_databases_upgrade() {
-        let dir = std::env::temp_dir().join(format!("softphone-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("softphone.db");
+        let dir = TestDir::new("store-schema-1");
+        let path = dir.path().join("softphone.db");
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
@@ -644,6 +644,5 @@ mod tests {
         assert_eq!(after.len(), 1);
         assert!(after[0].revoked && after[0].seq > 1);
         assert!(Store::open_read_only(&path).is_ok());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
