@@ -3,7 +3,7 @@
 # daemons on loopback, end-to-end tests through the real nginx + nchan, a sweep
 # of every log they wrote, and a bounded fuzzing run.
 # Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
-# curl; fail2ban and systemd to check our files with their tools; faketime for
+# curl; cargo-machete, which fails the run on an unused dependency; fail2ban and systemd to check our files with their tools; faketime for
 # the clock tests; wrk and the bench's comparison peers (nginx Lua, luaossl,
 # cjson, PHP-FPM) for its smoke run.
 set -euo pipefail
@@ -21,6 +21,13 @@ ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime
     /usr/share/lua/5.1/openssl.lua:lua-luaossl \
     /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so:lua-cjson \
     /usr/sbin/php-fpm8.2:php8.2-fpm
+
+# A dependency no code uses fails the run (cargo-machete reads the sources).
+if ! command -v cargo-machete >/dev/null; then
+    echo "test.sh: installing cargo-machete (about a minute)"
+    cargo install --locked cargo-machete@0.9.2
+fi
+cargo machete
 
 # The fuzz crate has its own lock file: fail now, not after the suite, when a
 # dependency change left it behind.
