@@ -163,7 +163,7 @@ impl Revocations {
         }
         let fresh = reader
             .store
-            .changes_since(reader.last_seq, now.saturating_sub(self.leeway))?;
+            .changes_since(reader.last_seq, self.validation(now).oldest_live_exp())?;
         if let Some(last) = fresh.last() {
             reader.last_seq = last.seq;
             let mut set = self
@@ -184,11 +184,7 @@ impl Revocations {
     /// even without a bump (a safety net for hand edits).
     pub fn maintain(&self, now: i64) {
         if let Ok(mut set) = self.sessions.write() {
-            // A session lives as long as its tokens: `leeway` past its expiry.
-            let validation = Validation {
-                now,
-                leeway: self.leeway,
-            };
+            let validation = self.validation(now);
             set.retain(|_, (expires, _)| !validation.expired(*expires));
         }
         if self.epoch.replaced() && !self.direct.swap(true, Ordering::Relaxed) {
@@ -200,6 +196,14 @@ impl Revocations {
         // Re-read even without a bump: a safety net for rows changed by hand.
         let epoch = self.epoch.load();
         let _ = self.noted(self.load(now, epoch, true));
+    }
+
+    /// A session lives as long as its tokens: `leeway` past its expiry.
+    fn validation(&self, now: i64) -> Validation {
+        Validation {
+            now,
+            leeway: self.leeway,
+        }
     }
 
     fn ask_database(&self, sid: &str) -> Result<bool, Unavailable> {

@@ -146,7 +146,13 @@ impl Validation {
     /// Whether something that expires at `exp` is past it by more than the
     /// leeway: a token, and so also its session and its cache entry.
     pub fn expired(&self, exp: i64) -> bool {
-        self.now > exp.saturating_add(self.leeway)
+        exp < self.oldest_live_exp()
+    }
+
+    /// The earliest expiry that is not [`expired`](Self::expired), for queries
+    /// that select what is still live.
+    pub fn oldest_live_exp(&self) -> i64 {
+        self.now.saturating_sub(self.leeway)
     }
 }
 

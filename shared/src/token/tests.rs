@@ -491,3 +491,29 @@ fn bearer_takes_one_scheme_in_any_case_and_one_space() {
         assert_eq!(bearer(value), token, "{:?}", String::from_utf8_lossy(value));
     }
 }
+
+/// The rules a cached token is judged by again, on its times alone.
+#[test]
+fn validation_checks_key_deadline_then_expiry_then_not_before() {
+    let times = TokenTimes {
+        exp: EXP,
+        not_before: IAT,
+        key_until: IAT + 100,
+    };
+    assert_eq!(at(IAT + 99).check(times), Ok(()));
+    assert_eq!(at(IAT + 100).check(times), Err(TokenError::UnknownKey));
+    // A retired key's token is refused as such even when it has also expired.
+    assert_eq!(at(EXP + 31).check(times), Err(TokenError::UnknownKey));
+    let current = TokenTimes {
+        key_until: NO_DEADLINE,
+        ..times
+    };
+    assert_eq!(at(EXP + 30).check(current), Ok(()));
+    assert_eq!(at(EXP + 31).check(current), Err(TokenError::Expired));
+    assert_eq!(at(IAT - 30).check(current), Ok(()));
+    assert_eq!(at(IAT - 31).check(current), Err(TokenError::NotYetValid));
+    // Expiry as sessions and cache entries use it: the same edge.
+    assert!(!at(EXP + 30).expired(EXP) && at(EXP + 31).expired(EXP));
+    assert_eq!(at(EXP + 31).oldest_live_exp(), EXP + 1);
+    assert!(!at(i64::MIN).expired(EXP) && !at(i64::MAX).expired(i64::MAX));
+}
