@@ -7,12 +7,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
 use softphone_testkit::counting::{Counting, allocations};
-use softphone_testkit::{CHECK, TestDir, free_port};
+use softphone_testkit::{CHECK, TestDir, eventually, free_port};
 use softphone_verifier::listener;
 use softphone_verifier::revocations::Revocations;
 use softphone_verifier::state::Verifier;
@@ -42,8 +43,8 @@ fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut [u8; 4096]) -> u
 #[test]
 fn a_valid_token_costs_no_allocation_per_request() {
     let dir = TestDir::new("alloc");
-    let key_path = dir.path().join("db/secret.key");
-    let db_path = dir.path().join("db/softphone.db");
+    let config = softphone_testkit::config(dir.path());
+    let (key_path, db_path) = (config.key_file(), config.database());
     let keys = LiveKeys::open(&key_path, "test").unwrap();
     let now = unix_now();
     let mut store = Store::open(&db_path).unwrap();
@@ -69,12 +70,11 @@ fn a_valid_token_costs_no_allocation_per_request() {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _server = listener::start_tcp(verifier, addr).unwrap();
 
-    let mut stream = loop {
-        if let Ok(s) = TcpStream::connect(addr) {
-            break s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let mut stream = eventually(
+        Duration::from_secs(10),
+        "the verifier accepts connections",
+        || TcpStream::connect(addr).ok(),
+    );
     stream.set_nodelay(true).unwrap();
     let request =
         format!("GET {CHECK} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {valid}\r\n\r\n")

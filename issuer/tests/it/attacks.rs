@@ -104,11 +104,8 @@ fn assert_still_serves(d: &mut Daemons, user: &str, password: &str) {
 }
 
 fn database(d: &Daemons) -> rusqlite::Connection {
-    rusqlite::Connection::open_with_flags(
-        d.data_dir().join("db/softphone.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap()
+    rusqlite::Connection::open_with_flags(d.database(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap()
 }
 
 fn count(d: &Daemons, sql: &str) -> i64 {
@@ -120,7 +117,7 @@ fn sessions(d: &Daemons) -> i64 {
 }
 
 fn security_log(d: &Daemons) -> String {
-    std::fs::read_to_string(d.log_dir().join("security.log")).unwrap_or_default()
+    std::fs::read_to_string(d.security_log()).unwrap_or_default()
 }
 
 /// Sends `bytes` on one connection and reads every response until the server

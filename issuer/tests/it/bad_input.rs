@@ -110,7 +110,7 @@ fn usernames_with_line_breaks_stay_on_one_log_line() {
     let d = Daemons::start("log-injection");
     let body = r#"{"username":"x\r\n[AUTH_SUCCESS] Successful login for user: 201 | From: 8.8.8.8 | Time: 2026-01-01 00:00:00","password":"x"}"#;
     assert_eq!(login_raw(&d, body.as_bytes()).status, 401);
-    let log = std::fs::read_to_string(d.log_dir().join("security.log")).unwrap();
+    let log = std::fs::read_to_string(d.security_log()).unwrap();
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(
         log.starts_with("[AUTH_FAILED] Failed login attempt for user: x\\x0d\\x0a[AUTH_SUCCESS]"),

@@ -14,9 +14,9 @@ const ITERATIONS: usize = 200;
 #[test]
 fn logouts_answered_200_survive_kill_9() {
     let mut d = Daemons::start("durability");
-    let key = keyfile::load(&d.data_dir().join("db/secret.key")).unwrap();
+    let key = keyfile::load(&d.key_file()).unwrap();
     let now = softphone_shared::unix_now();
-    let mut store = Store::open(&d.data_dir().join("db/softphone.db")).unwrap();
+    let mut store = Store::open(&d.database()).unwrap();
     let tokens: Vec<(String, String)> = (0..ITERATIONS)
         .map(|i| {
             let sid = format!("durability-{i:04}");
@@ -67,7 +67,7 @@ fn logouts_answered_200_survive_kill_9() {
         "no kill landed mid-request: the test proves nothing"
     );
 
-    let store = Store::open(&d.data_dir().join("db/softphone.db")).unwrap();
+    let store = Store::open(&d.database()).unwrap();
     for (sid, token) in &tokens {
         let revoked = store.session(sid).unwrap().unwrap().revoked;
         if answered.contains(sid) {

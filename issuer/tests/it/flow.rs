@@ -72,7 +72,7 @@ fn the_seed_flow_from_login_to_logout() {
         assert_eq!(r.status, 401);
         assert_eq!(r.error(), "Invalid or missing token");
     }
-    let log = std::fs::read_to_string(d.log_dir().join("security.log")).unwrap();
+    let log = std::fs::read_to_string(d.security_log()).unwrap();
     assert!(
         log.contains("[AUTH_SUCCESS] Successful login for user: 201 | From: 127.0.0.1 | Time: "),
         "{log}"
@@ -130,7 +130,7 @@ fn rotation_keeps_the_old_refresh_token_until_its_successor_is_used_then_reuse_r
     assert_eq!(d.issuer_post("/auth/refresh", Some(&r3)).status, 401);
     assert_eq!(d.check(Some(&a3)).status, 401);
     assert_eq!(d.check(Some(&access)).status, 401);
-    let log = std::fs::read_to_string(d.log_dir().join("security.log")).unwrap();
+    let log = std::fs::read_to_string(d.security_log()).unwrap();
     assert!(
         log.contains("[REFRESH_REUSE] Refresh token reuse, session revoked for user: 201"),
         "{log}"

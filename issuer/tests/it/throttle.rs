@@ -37,7 +37,7 @@ fn the_sixth_bad_password_from_one_address_is_throttled_even_if_correct() {
     );
     assert_eq!(other.status, 200, "{}", other.text());
 
-    let log = std::fs::read_to_string(d.log_dir().join("security.log")).unwrap();
+    let log = std::fs::read_to_string(d.security_log()).unwrap();
     assert_eq!(
         log.matches("[AUTH_FAILED] Failed login attempt for user: 201 | From: 127.0.0.1")
             .count(),

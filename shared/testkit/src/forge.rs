@@ -1,10 +1,15 @@
 //! Forged and mangled tokens for the attack suites (at the daemons directly and
-//! through nginx): each must be refused with 401 or 403, never 2xx or 5xx.
+//! through nginx): each must be refused with 401 or 403, never 2xx or 5xx; and
+//! an expired copy of a real token for the soak and the bench's mix.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
+use softphone_shared::keyfile;
+use softphone_shared::token::{self, Claims, PAYLOAD_BUF, Validation};
 
 pub struct Forge {
     /// The HMAC key: the key file's text.
@@ -22,7 +27,7 @@ impl Forge {
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         Forge {
-            key: std::fs::read_to_string(daemons.data_dir().join("db/secret.key"))
+            key: std::fs::read_to_string(daemons.key_file())
                 .unwrap()
                 .trim()
                 .as_bytes()
@@ -61,6 +66,24 @@ impl Forge {
             self.now, self.sid
         )
     }
+}
+
+/// `access` with the same claims, issued two hours ago and expired for one,
+/// signed with the current key of `key_file`: the issuer never hands out such a
+/// token.
+pub fn expired_copy(key_file: &Path, access: &str) -> String {
+    let keys = keyfile::load(key_file).unwrap();
+    let now = softphone_shared::unix_now();
+    let mut buf = [0u8; PAYLOAD_BUF];
+    let claims = token::verify(access, &keys, Validation { now, leeway: 30 }, &mut buf)
+        .unwrap()
+        .claims;
+    let old = Claims {
+        iat: now - 7200,
+        exp: now - 3600,
+        ..claims
+    };
+    token::sign(&old, keys.current())
 }
 
 pub const H: &str = r#"{"alg":"HS256","typ":"JWT"}"#;

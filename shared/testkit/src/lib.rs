@@ -1,7 +1,8 @@
 //! Test fixtures shared by the integration tests of every crate: a temporary data
 //! directory, free loopback ports, the real daemons started as child processes
-//! (and killed on drop), a raw HTTP/1.1 client for exact bytes on the wire, and a
-//! MikoPBX fixture database.
+//! (and killed on drop) with the paths of their files, one way to wait for a
+//! condition ([`eventually`]), a raw HTTP/1.1 client for exact bytes on the wire,
+//! and a MikoPBX fixture database.
 //!
 //! Test code: failing loudly (panicking) is the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,6 +13,8 @@ pub mod http;
 pub mod mikopbx;
 pub mod nginx;
 
+use std::collections::HashMap;
+use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -21,6 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use http::{Response, request, send_raw};
+
+use softphone_shared::config::Config;
+use softphone_shared::epoch::Epoch;
+use softphone_shared::keyfile;
 
 pub use softphone_shared::paths::{API_BASE as BASE, CHECK_MEDIA_ACCESS as CHECK};
 
@@ -56,6 +63,77 @@ impl Drop for TestDir {
             eprintln!("test data kept in {}", self.path.display());
         }
     }
+}
+
+/// What a condition polled by [`eventually`] gives: `true`, or `Some(value)`,
+/// once it holds.
+pub trait Ready {
+    type Value;
+    fn ready(self) -> Option<Self::Value>;
+}
+
+impl Ready for bool {
+    type Value = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Ready for Option<T> {
+    type Value = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// How often a condition is polled.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// Polls `f` (at once, then every few milliseconds) until it holds, for at most
+/// `timeout`; `None` when time ran out. For waits whose end is not a failure;
+/// tests wait with [`eventually`].
+pub fn poll_until<R: Ready>(timeout: Duration, mut f: impl FnMut() -> R) -> Option<R::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f().ready() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Waits until `f` holds (returns `true` or `Some(value)`) and returns its value;
+/// panics with `what` and the timeout when it has not within `timeout`. `f` may
+/// panic itself when waiting longer is pointless (a daemon exited).
+pub fn eventually<R: Ready>(
+    timeout: Duration,
+    what: impl fmt::Display,
+    f: impl FnMut() -> R,
+) -> R::Value {
+    poll_until(timeout, f).unwrap_or_else(|| panic!("not within {timeout:?}: {what}"))
+}
+
+/// A message for [`eventually`] made only if it fails, from the state then (a
+/// log, what a stream delivered so far).
+pub fn lazily<F: Fn() -> String>(f: F) -> impl fmt::Display {
+    struct Lazily<F>(F);
+    impl<F: Fn() -> String> fmt::Display for Lazily<F> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&(self.0)())
+        }
+    }
+    Lazily(f)
+}
+
+/// The product's default configuration with its data in `data_dir`. Tests take
+/// the paths of the key, the database and the logs from its methods, so each
+/// path rule lives only in `softphone_shared::config`.
+pub fn config(data_dir: &Path) -> Config {
+    let env = HashMap::from([(Config::env_name("data_dir"), data_dir.display().to_string())]);
+    Config::load_with_env(None, &env).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
 
 /// A loopback port that was free a moment ago.
@@ -144,30 +222,83 @@ impl Daemons {
         let mut cmd = pinned(self.options.pin.as_deref(), &binary(binary_name));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SOFTPHONE_DATA", self.data_dir())
-            .env("SOFTPHONE_ISSUER_LISTEN", self.issuer.to_string())
-            .env("SOFTPHONE_VERIFIER_LISTEN", self.verifier.to_string());
-        // `{dir}` in a value stands for this fixture's directory.
-        let dir = self.dir.path().display().to_string();
-        for (k, v) in &self.options.env {
-            cmd.env(k, v.replace("{dir}", &dir));
-        }
+            .envs(self.env());
         cmd
     }
 
+    /// The variables the daemons and commands run with: this fixture's directory
+    /// and ports, then the options' (`{dir}` in a value standing for the
+    /// fixture's directory).
+    fn env(&self) -> Vec<(String, String)> {
+        let dir = self.dir.path().display().to_string();
+        let own = [
+            (
+                "SOFTPHONE_DATA",
+                self.dir.path().join("var").display().to_string(),
+            ),
+            ("SOFTPHONE_ISSUER_LISTEN", self.issuer.to_string()),
+            ("SOFTPHONE_VERIFIER_LISTEN", self.verifier.to_string()),
+        ];
+        own.into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(
+                self.options
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.replace("{dir}", &dir))),
+            )
+            .collect()
+    }
+
+    /// The configuration the daemons run with (the files' paths come from it).
+    pub fn config(&self) -> Config {
+        let env: HashMap<String, String> = self.env().into_iter().collect();
+        Config::load_with_env(None, &env)
+            .unwrap_or_else(|e| panic!("the daemons' configuration: {e}"))
+    }
+
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("var")
+        self.config().data_dir
+    }
+
+    /// The HMAC key file.
+    pub fn key_file(&self) -> PathBuf {
+        self.config().key_file()
+    }
+
+    /// The previous keys, beside the key file.
+    pub fn previous_keys_file(&self) -> PathBuf {
+        keyfile::previous_path(&self.key_file())
+    }
+
+    /// The SQLite database.
+    pub fn database(&self) -> PathBuf {
+        self.config().database()
+    }
+
+    /// The revocation epoch, beside the database.
+    pub fn epoch_file(&self) -> PathBuf {
+        Epoch::path_for(&self.database())
     }
 
     pub fn log_dir(&self) -> PathBuf {
-        self.data_dir().join("log")
+        self.config().log_dir()
     }
 
-    fn spawn(&self, binary_name: &str, stderr_name: &str) -> Child {
+    pub fn security_log(&self) -> PathBuf {
+        self.config().security_log()
+    }
+
+    /// The daemon's standard error (`"issuer"` or `"verifier"`), as a file.
+    pub fn stderr_file(&self, daemon: &str) -> PathBuf {
+        self.dir.path().join(format!("{daemon}.stderr"))
+    }
+
+    fn spawn(&self, binary_name: &str, daemon: &str) -> Child {
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(stderr_name))
+            .open(self.stderr_file(daemon))
             .unwrap();
         self.command(binary_name)
             .stdin(Stdio::null())
@@ -178,7 +309,7 @@ impl Daemons {
     }
 
     pub fn start_issuer(&mut self) {
-        self.issuer_child = Some(self.spawn("softphone-issuer", "issuer.stderr"));
+        self.issuer_child = Some(self.spawn("softphone-issuer", "issuer"));
         wait_healthy(
             self.issuer,
             &format!("{BASE}/health"),
@@ -187,7 +318,7 @@ impl Daemons {
     }
 
     pub fn start_verifier(&mut self) {
-        self.verifier_child = Some(self.spawn("softphone-verifier", "verifier.stderr"));
+        self.verifier_child = Some(self.spawn("softphone-verifier", "verifier"));
         wait_healthy(
             self.verifier,
             "/health",
@@ -272,9 +403,9 @@ impl Daemons {
     pub fn all_logs(&self) -> String {
         let mut text = String::new();
         for path in [
-            self.log_dir().join("security.log"),
-            self.dir.path().join("issuer.stderr"),
-            self.dir.path().join("verifier.stderr"),
+            self.security_log(),
+            self.stderr_file("issuer"),
+            self.stderr_file("verifier"),
         ] {
             text.push_str(&fs::read_to_string(path).unwrap_or_default());
         }
@@ -292,7 +423,7 @@ impl Daemons {
     /// Asserts that no token, no given secret and not the key appear in any log.
     pub fn assert_logs_clean(&self, secrets: &[&str]) {
         let logs = self.all_logs();
-        let key = fs::read_to_string(self.data_dir().join("db/secret.key")).unwrap();
+        let key = fs::read_to_string(self.key_file()).unwrap();
         assert!(!logs.contains("eyJ"), "a token reached a log:\n{logs}");
         assert!(!logs.contains(key.trim()), "the key reached a log");
         for secret in secrets {
@@ -346,24 +477,18 @@ impl Daemons {
     }
 }
 
-/// Polls `path` until it answers 200, or fails with the daemon's stderr.
+/// Polls `path` until it answers 200; fails at once when the daemon exits.
 pub fn wait_healthy(addr: SocketAddr, path: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("daemon on {addr} exited during start-up: {status}");
-        }
-        if let Ok(r) = http::try_request(addr, "GET", path, &[], b"")
-            && r.status == 200
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon on {addr} did not become healthy"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        Duration::from_secs(20),
+        format_args!("daemon on {addr} becomes healthy"),
+        || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("daemon on {addr} exited during start-up: {status}");
+            }
+            http::try_request(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == 200)
+        },
+    );
 }
 
 /// A live session row for user 7, `201`, expiring an hour after `now`, for tests

@@ -6,9 +6,9 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{BASE, Daemons, free_port, http};
+use crate::{BASE, Daemons, eventually, free_port, http, lazily, poll_until};
 
 pub struct Nginx {
     pub addr: SocketAddr,
@@ -113,26 +113,23 @@ impl Nginx {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "nginx exited during start-up ({status}):\n{}",
-                    self.error_log()
-                );
-            }
-            if let Ok(r) = http::try_request(self.addr, "GET", &format!("{BASE}/health"), &[], b"")
-                && r.status == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not come up:\n{}",
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (addr, error_log) = (self.addr, self.prefix.join("error.log"));
+        let read_error_log = || fs::read_to_string(&error_log).unwrap_or_default();
+        let child = self.child.as_mut().unwrap();
+        eventually(
+            Duration::from_secs(20),
+            lazily(|| format!("nginx comes up; its error log:\n{}", read_error_log())),
+            || {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "nginx exited during start-up ({status}):\n{}",
+                        read_error_log()
+                    );
+                }
+                http::try_request(addr, "GET", &format!("{BASE}/health"), &[], b"")
+                    .is_ok_and(|r| r.status == 200)
+            },
+        );
     }
 
     pub fn access_log(&self) -> String {
@@ -151,12 +148,8 @@ impl Nginx {
         let _ = Command::new("kill")
             .args(["-QUIT", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if poll_until(Duration::from_secs(10), || child.try_wait().ok().flatten()).is_some() {
+            return;
         }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

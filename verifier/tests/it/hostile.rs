@@ -196,7 +196,7 @@ fn five_thousand_idle_connections_do_not_lock_out_valid_clients() {
 #[test]
 fn a_deleted_epoch_file_falls_back_to_asking_the_database() {
     let (d, access, _) = logged_in("epoch-deleted");
-    std::fs::remove_file(d.data_dir().join("db/softphone.db-epoch")).unwrap();
+    std::fs::remove_file(d.epoch_file()).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(d.check(Some(&access)).status, 200);
     let (second, _) = d.tokens(crate::USER, crate::PASSWORD);
@@ -204,7 +204,7 @@ fn a_deleted_epoch_file_falls_back_to_asking_the_database() {
     assert_eq!(d.issuer_post("/auth/logout", Some(&access)).status, 200);
     assert_eq!(d.check(Some(&access)).status, 401);
     assert_eq!(d.check(Some(&second)).status, 200);
-    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    let stderr = std::fs::read_to_string(d.stderr_file("verifier")).unwrap();
     assert!(
         stderr.contains("checking every request against the database"),
         "{stderr}"

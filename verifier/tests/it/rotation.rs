@@ -6,13 +6,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use softphone_testkit::http::{Conn, build};
-use softphone_testkit::{CHECK, Daemons};
+use softphone_testkit::{CHECK, Daemons, eventually};
 
 use crate::{PASSWORD, USER, logged_in, signal};
 
@@ -21,15 +21,6 @@ fn kid_of(token: &str) -> String {
     let json: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     json["kid"].as_str().unwrap_or_default().to_owned()
-}
-
-/// Waits until `f` holds, for at most `seconds`.
-fn within(seconds: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !f() {
-        assert!(Instant::now() < deadline, "not within {seconds} s: {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Counts of what keep-alive clients saw while keys rotated.
@@ -80,7 +71,7 @@ fn load(
 #[test]
 fn rotation_under_load_and_sighup_logs_nobody_out() {
     let (d, access, refresh) = logged_in("rotation");
-    let key_path = d.data_dir().join("db/secret.key");
+    let key_path = d.key_file();
     let first_kid = kid_of(&access);
     assert_eq!(first_kid.len(), 16, "tokens name their key");
     let (revoked, _) = d.tokens(USER, PASSWORD);
@@ -119,7 +110,7 @@ fn rotation_under_load_and_sighup_logs_nobody_out() {
     assert_eq!(list.matches("previous").count(), 4, "{list}");
     assert!(list.contains(&first_kid), "{list}");
     let key_text = std::fs::read_to_string(&key_path).unwrap();
-    let previous_path = d.data_dir().join("db/secret.key.previous");
+    let previous_path = d.previous_keys_file();
     let previous = std::fs::read_to_string(&previous_path).unwrap();
     for (path, text) in [(&key_path, &key_text), (&previous_path, &previous)] {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -156,12 +147,16 @@ fn rotation_under_load_and_sighup_logs_nobody_out() {
         })
         .collect();
     std::fs::write(&previous_path, expired).unwrap();
-    within(3, "verifier refuses a retired key's token", || {
-        d.check(Some(&access)).status == 401
-    });
-    within(3, "issuer refuses a retired key's token", || {
-        d.issuer_get("/profile", Some(&access)).status == 401
-    });
+    eventually(
+        Duration::from_secs(3),
+        "verifier refuses a retired key's token",
+        || d.check(Some(&access)).status == 401,
+    );
+    eventually(
+        Duration::from_secs(3),
+        "issuer refuses a retired key's token",
+        || d.issuer_get("/profile", Some(&access)).status == 401,
+    );
     // The session opened under the first key was re-tagged by its refresh: it
     // lives on with tokens of the current key.
     assert_eq!(d.check(Some(&access2)).status, 200);
@@ -181,7 +176,7 @@ fn rotation_under_load_and_sighup_logs_nobody_out() {
 #[test]
 fn tokens_without_kid_are_checked_against_the_current_key_only() {
     let (d, access, _) = logged_in("rotation-no-kid");
-    let key_path = d.data_dir().join("db/secret.key");
+    let key_path = d.key_file();
     // The same claims the original module's way: no kid, `typ` first.
     let resign = |key: &str| {
         let payload = access.split('.').nth(1).unwrap();
@@ -201,15 +196,19 @@ fn tokens_without_kid_are_checked_against_the_current_key_only() {
     let (ok, out) = d.admin(&["key", "rotate"], "");
     assert!(ok, "{out}");
     let new_key = std::fs::read_to_string(&key_path).unwrap();
-    within(3, "verifier reloads the rotated key", || {
-        d.check(Some(&no_kid_old)).status == 401
-    });
+    eventually(
+        Duration::from_secs(3),
+        "verifier reloads the rotated key",
+        || d.check(Some(&no_kid_old)).status == 401,
+    );
     // With kid, the old key still verifies; without, only the current key does.
     assert_eq!(d.check(Some(&access)).status, 200);
     assert_eq!(d.check(Some(&resign(&new_key))).status, 200);
-    within(3, "issuer reloads the rotated key", || {
-        d.issuer_get("/profile", Some(&no_kid_old)).status == 401
-    });
+    eventually(
+        Duration::from_secs(3),
+        "issuer reloads the rotated key",
+        || d.issuer_get("/profile", Some(&no_kid_old)).status == 401,
+    );
     assert_eq!(
         d.issuer_get("/profile", Some(&resign(&new_key))).status,
         200

@@ -2,23 +2,20 @@
 
 use std::time::{Duration, Instant};
 
+use softphone_testkit::eventually;
+
 use crate::{PASSWORD, USER, logged_in, signal};
 
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(10), "the daemon exits", || {
+        child.try_wait().unwrap()
+    })
 }
 
 #[test]
 fn sighup_loads_a_new_key_and_sigterm_exits_zero() {
     let (mut d, old_access, _) = logged_in("signals");
-    let key_path = d.data_dir().join("db/secret.key");
+    let key_path = d.key_file();
     std::fs::write(&key_path, "f".repeat(64)).unwrap();
 
     // A broken key file on SIGHUP keeps the running key.
@@ -32,27 +29,26 @@ fn sighup_loads_a_new_key_and_sigterm_exits_zero() {
     let issuer_pid = d.issuer_child().id();
     signal(verifier_pid, "HUP");
     signal(issuer_pid, "HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while d.check(Some(&old_access)).status != 401 {
-        assert!(Instant::now() < deadline, "verifier kept the old key");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let new_access = loop {
-        let (access, _) = d.tokens(USER, PASSWORD);
-        if d.check(Some(&access)).status == 200 {
-            break access;
-        }
-        assert!(Instant::now() < deadline, "issuer kept the old key");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    eventually(
+        Duration::from_secs(5),
+        "the verifier drops the old key (refuses its token)",
+        || d.check(Some(&old_access)).status == 401,
+    );
+    let new_access = eventually(
+        Duration::from_secs(5),
+        "the issuer signs with the new key (the verifier takes its token)",
+        || {
+            let (access, _) = d.tokens(USER, PASSWORD);
+            (d.check(Some(&access)).status == 200).then_some(access)
+        },
+    );
     assert_eq!(d.issuer_get("/profile", Some(&new_access)).status, 200);
 
     signal(verifier_pid, "TERM");
     assert!(wait_exit(d.verifier_child()).success());
     signal(issuer_pid, "TERM");
     assert!(wait_exit(d.issuer_child()).success());
-    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    let stderr = std::fs::read_to_string(d.stderr_file("verifier")).unwrap();
     assert!(stderr.contains("keeping the old key"), "{stderr}");
     // (The clean-log check compares against the key file: put the real one back.)
     std::fs::write(&key_path, "e".repeat(64)).unwrap();
@@ -62,30 +58,27 @@ fn sighup_loads_a_new_key_and_sigterm_exits_zero() {
 #[test]
 fn a_key_file_changed_on_disk_is_picked_up_within_a_second_or_so() {
     let (d, old_access, _) = logged_in("key-watch");
-    let key_path = d.data_dir().join("db/secret.key");
-    let tmp = d.data_dir().join("db/secret.key.new");
+    let key_path = d.key_file();
+    let tmp = std::path::PathBuf::from(format!("{}.new", key_path.display()));
     std::fs::write(&tmp, "e".repeat(64)).unwrap();
     std::fs::rename(&tmp, &key_path).unwrap();
+    // Both daemons within 5 s of the change.
     let changed_at = Instant::now();
-    while d.check(Some(&old_access)).status != 401 {
-        assert!(
-            changed_at.elapsed() < Duration::from_secs(5),
-            "verifier kept the old key"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let within = Duration::from_secs(5);
+    eventually(
+        within,
+        "the verifier drops the old key (refuses its token)",
+        || d.check(Some(&old_access)).status == 401,
+    );
     let verifier_took = changed_at.elapsed();
-    let new_access = loop {
-        let (access, _) = d.tokens(USER, PASSWORD);
-        if d.check(Some(&access)).status == 200 {
-            break access;
-        }
-        assert!(
-            changed_at.elapsed() < Duration::from_secs(5),
-            "issuer kept the old key"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let new_access = eventually(
+        within.saturating_sub(verifier_took),
+        "the issuer signs with the new key (the verifier takes its token)",
+        || {
+            let (access, _) = d.tokens(USER, PASSWORD);
+            (d.check(Some(&access)).status == 200).then_some(access)
+        },
+    );
     assert_eq!(d.issuer_get("/profile", Some(&new_access)).status, 200);
     assert!(
         verifier_took < Duration::from_millis(2500),
@@ -95,7 +88,7 @@ fn a_key_file_changed_on_disk_is_picked_up_within_a_second_or_so() {
     std::fs::write(&key_path, "short").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(d.check(Some(&new_access)).status, 200);
-    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    let stderr = std::fs::read_to_string(d.stderr_file("verifier")).unwrap();
     assert!(stderr.contains("keeping the old key"), "{stderr}");
     // (The clean-log check compares against the key file: put the real one back.)
     std::fs::write(&key_path, "e".repeat(64)).unwrap();

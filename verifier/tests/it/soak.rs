@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use softphone_shared::keyfile;
-use softphone_shared::token::{self, PAYLOAD_BUF, Validation};
+use softphone_testkit::forge::expired_copy;
 use softphone_testkit::http::{Conn, build};
 use softphone_testkit::{CHECK, Daemons};
 
@@ -36,23 +35,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// An expired copy of `access`: the same claims, `exp` an hour ago, signed with
-/// the daemons' current key.
-fn expired_copy(d: &Daemons, access: &str) -> String {
-    let keys = keyfile::load(&d.data_dir().join("db/secret.key")).unwrap();
-    let now = softphone_shared::unix_now();
-    let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = token::verify(access, &keys, Validation { now, leeway: 30 }, &mut buf)
-        .unwrap()
-        .claims;
-    let old = token::Claims {
-        iat: now - 7200,
-        exp: now - 3600,
-        ..claims
-    };
-    token::sign(&old, keys.current())
 }
 
 fn verifier_client(
@@ -158,7 +140,7 @@ fn soak_of_mixed_traffic_with_session_churn() {
     let d = Daemons::start("soak");
     d.add_user(USER, PASSWORD);
     let stable: Vec<String> = (0..4).map(|_| d.tokens(USER, PASSWORD).0).collect();
-    let expired = expired_copy(&d, &stable[0]);
+    let expired = expired_copy(&d.key_file(), &stable[0]);
     let (_, verifier_pid) = d.pids();
     let d = Arc::new(d);
 

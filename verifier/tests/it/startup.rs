@@ -24,8 +24,8 @@ fn run_verifier(d: &Daemons) -> (bool, String) {
 fn broken_keys_and_databases_stop_it_with_a_clear_message() {
     let mut d = Daemons::start("startup");
     d.stop();
-    let key = d.data_dir().join("db/secret.key");
-    let db = d.data_dir().join("db/softphone.db");
+    let key = d.key_file();
+    let db = d.database();
     let good_key = std::fs::read(&key).unwrap();
 
     for (bad, why) in [(&b""[..], "empty"), (&b"0123456789abcdef"[..], "too short")] {
@@ -75,6 +75,6 @@ fn it_runs_every_thread_under_sched_batch() {
         // Field 41 of stat (the 39th after the command name) is the policy.
         assert_eq!(fields[38], SCHED_BATCH, "{}: {stat}", task.display());
     }
-    let stderr = std::fs::read_to_string(d.dir.path().join("verifier.stderr")).unwrap();
+    let stderr = std::fs::read_to_string(d.stderr_file("verifier")).unwrap();
     assert!(stderr.contains("SCHED_BATCH"), "{stderr}");
 }

@@ -109,7 +109,7 @@ fn the_api_through_nginx_keeps_the_contract() {
         br#"{"username":"201","password":"wrong"}"#,
     );
     assert_eq!(r.status, 401);
-    let log = std::fs::read_to_string(d.log_dir().join("security.log")).unwrap();
+    let log = std::fs::read_to_string(d.security_log()).unwrap();
     assert!(
         log.contains("[AUTH_FAILED] Failed login attempt for user: 201 | From: 127.0.0.1"),
         "{log}"

@@ -1,13 +1,14 @@
 //! nchan through nginx: publishers only from this host, subscribers authorized by
 //! the verifier on every subscribe.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use softphone_testkit::http::read_head;
-use softphone_testkit::{BASE, request};
+use softphone_testkit::{BASE, eventually, lazily, request};
 
 use crate::{PASSWORD, USER, assert_no_secrets, logout, stack};
 
@@ -46,20 +47,23 @@ fn event_source(addr: std::net::SocketAddr, channel: &str, token: &str) -> (u16,
 
 /// Reads from a stream until `needle` shows up.
 fn read_until(stream: &mut TcpStream, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
+    let seen = RefCell::new(Vec::new());
+    let text = || String::from_utf8_lossy(&seen.borrow()).into_owned();
     let mut chunk = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "never saw {needle:?} in {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "stream closed before {needle:?}");
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&seen).into_owned()
+    eventually(
+        Duration::from_secs(10),
+        lazily(|| format!("{needle:?} arrives; seen so far: {:?}", text())),
+        || {
+            let all = text();
+            if all.contains(needle) {
+                return Some(all);
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "stream closed before {needle:?}");
+            seen.borrow_mut().extend_from_slice(&chunk[..n]);
+            None
+        },
+    )
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn the_fail2ban_filter_matches_failures_from_our_security_log() {
 
     let filter = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fail2ban/filter.d/softphone-backend.conf");
-    let log = d.log_dir().join("security.log");
+    let log = d.security_log();
     let out = Command::new("fail2ban-regex")
         .args(["-v", "--print-all-matched"])
         .arg(&log)

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use softphone_testkit::BASE;
+use softphone_testkit::{BASE, eventually};
 
 use crate::{assert_no_secrets, stack};
 
@@ -25,11 +25,11 @@ fn run(script: &str, base_url: &str) -> (Vec<u16>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the seed script hung");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the seed script finishes (it hung)",
+        || child.try_wait().unwrap(),
+    );
     let mut out = String::new();
     child
         .stdout
