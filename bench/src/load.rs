@@ -154,11 +154,19 @@ struct Conn {
     written: usize,
 }
 
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+/// A new connection to `addr`, registered with `poll` under `token` for both
+/// directions.
+fn connect(addr: SocketAddr, poll: &Poll, token: usize) -> io::Result<TcpStream> {
     let std = std::net::TcpStream::connect(addr)?;
     std.set_nodelay(true)?;
     std.set_nonblocking(true)?;
-    Ok(TcpStream::from_std(std))
+    let mut stream = TcpStream::from_std(std);
+    poll.registry().register(
+        &mut stream,
+        Token(token),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(stream)
 }
 
 fn run_thread(
@@ -174,12 +182,7 @@ fn run_thread(
     let mut out = Outcome::new();
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
-        let mut stream = connect(plan.addr)?;
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = connect(plan.addr, &poll, i)?;
         // Spread the schedule so connections do not move in lockstep.
         let slot = (thread * 7919 + i * 104_729) % plan.schedule.len();
         conns.push(Conn {
@@ -249,13 +252,7 @@ fn reconnect(
 ) -> io::Result<()> {
     out.errors += 1;
     let _ = poll.registry().deregister(&mut c.stream);
-    let mut stream = connect(plan.addr)?;
-    poll.registry().register(
-        &mut stream,
-        Token(token),
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
-    c.stream = stream;
+    c.stream = connect(plan.addr, poll, token)?;
     next_request(plan, c);
     begin(c);
     send(plan, c)

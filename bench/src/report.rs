@@ -49,6 +49,13 @@ impl Row {
     }
 }
 
+/// A floor's row as the scenarios measured against it see it: its name and req/s.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    scenario: String,
+    rate: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     pub name: String,
@@ -119,6 +126,42 @@ impl Report {
 
     pub fn add(&mut self, row: Row) {
         self.rows.push(row);
+    }
+
+    /// Adds a floor's row (the same kind of requests answered without the work
+    /// under test) and returns it, to measure scenarios [`against`](Report::against).
+    pub fn floor(&mut self, scenario: &str, description: &str, outcome: &Outcome) -> Floor {
+        self.add(Row::new(scenario, description, None, outcome));
+        Floor {
+            scenario: scenario.into(),
+            rate: outcome.rate(),
+        }
+    }
+
+    /// Adds a scenario's row with its req/s as a ratio of `floor`'s, and returns
+    /// that ratio (for a target).
+    pub fn against(
+        &mut self,
+        floor: &Floor,
+        scenario: &str,
+        description: &str,
+        outcome: &Outcome,
+    ) -> f64 {
+        let ratio = outcome.rate() / floor.rate;
+        self.add(Row::new(
+            scenario,
+            description,
+            Some((&floor.scenario, ratio)),
+            outcome,
+        ));
+        ratio
+    }
+
+    /// A note on the row added last, shown after its description.
+    pub fn annotate(&mut self, note: String) {
+        if let Some(row) = self.rows.last_mut() {
+            row.note = Some(note);
+        }
     }
 
     pub fn target(&mut self, target: Target) {

@@ -110,18 +110,8 @@ impl Stack {
             .map_err(|e| e.to_string())?;
 
         let own = std::env::current_exe().map_err(|e| e.to_string())?;
-        let bare_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let bare = spawn(
-            pin.as_deref(),
-            &own,
-            &["bare", "--listen", &bare_addr.to_string()],
-        )?;
-        let warp_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let warp = spawn(
-            pin.as_deref(),
-            &own,
-            &["warp", "--listen", &warp_addr.to_string()],
-        )?;
+        let (bare, bare_addr) = spawn_floor(pin.as_deref(), &own, "bare")?;
+        let (warp, warp_addr) = spawn_floor(pin.as_deref(), &own, "warp")?;
         wait_listening(bare_addr)?;
         wait_listening(warp_addr)?;
 
@@ -168,6 +158,17 @@ pub(crate) fn spawn(pin: Option<&str>, program: &Path, args: &[&str]) -> Result<
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", program.display()))
+}
+
+/// Starts this binary's floor `command` (`bare` or `warp`) on a free port.
+fn spawn_floor(
+    pin: Option<&str>,
+    own: &Path,
+    command: &str,
+) -> Result<(Child, SocketAddr), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = spawn(pin, own, &[command, "--listen", &addr.to_string()])?;
+    Ok((child, addr))
 }
 
 fn wait_listening(addr: SocketAddr) -> Result<(), String> {

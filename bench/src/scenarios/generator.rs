@@ -17,14 +17,13 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         (Some(b), Some(a)) => (a - b).as_secs_f64() * 1e6 / ours.requests.max(1) as f64,
         _ => f64::NAN,
     };
-    let mut row = Row::new(
+    report.add(Row::new(
         "generator-ours",
         "softphone-bench against the bare floor",
         None,
         &ours,
-    );
-    row.note = Some(format!("{our_cpu:.2} µs of generator CPU per request"));
-    report.add(row);
+    ));
+    report.annotate(format!("{our_cpu:.2} µs of generator CPU per request"));
 
     let Ok(wrk) = which_wrk() else {
         report.note(

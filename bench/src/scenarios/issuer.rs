@@ -12,16 +12,11 @@ use crate::stack::{PASSWORD, Settings, Stack, USER, get, measure, ok_get, plan};
 
 pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Result<(), String> {
     let d = &stack.daemons;
-    let floor = measure(
+    let outcome = measure(
         "floor: bare warp",
         &plan(settings, stack.warp_addr, vec![ok_get("/")]),
     )?;
-    report.add(Row::new(
-        "issuer-floor",
-        "warp handler answering 200",
-        None,
-        &floor,
-    ));
+    let floor = report.floor("issuer-floor", "warp handler answering 200", &outcome);
 
     let (access, refresh) = &stack.sessions[0];
     let profile_request = Request {
@@ -35,13 +30,12 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         "issuer: profile",
         &plan(settings, d.issuer, vec![profile_request.clone()]),
     )?;
-    let ratio = profile.rate() / floor.rate();
-    report.add(Row::new(
+    report.against(
+        &floor,
         "issuer-profile",
         "GET profile (token check + session lookup)",
-        Some(("issuer-floor", ratio)),
         &profile,
-    ));
+    );
 
     // A refresh token whose successor is never used may be presented again and again.
     let refresh_request = Request {
@@ -57,22 +51,15 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         "issuer: refresh",
         &plan(settings, d.issuer, vec![refresh_request]),
     )?;
-    let ratio = refreshing.rate() / floor.rate();
-    report.add(Row::new(
+    report.against(
+        &floor,
         "issuer-refresh",
         "POST refresh (rotation, durable commit)",
-        Some(("issuer-floor", ratio)),
         &refreshing,
-    ));
+    );
 
-    let body = format!(r#"{{"username":"{USER}","password":"{PASSWORD}"}}"#);
     let login_request = Request {
-        bytes: softphone_testkit::http::build(
-            "POST",
-            &format!("{BASE}/auth/login"),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        ),
+        bytes: login_bytes(USER, PASSWORD, &[]),
         expect: Some(200),
     };
     let mut login_plan = plan(settings, d.issuer, vec![login_request]);
@@ -83,17 +70,15 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         let _ = softphone_shared::password::hash("x", softphone_shared::password::MIN_ITERATIONS);
         started.elapsed().as_secs_f64() * 1000.0
     };
-    let ratio = login.rate() / floor.rate();
-    let mut row = Row::new(
+    report.against(
+        &floor,
         "issuer-login",
         "POST login, PBKDF2-SHA256 600 000 rounds",
-        Some(("issuer-floor", ratio)),
         &login,
     );
-    row.note = Some(format!(
+    report.annotate(format!(
         "one hash costs {hash_ms:.0} ms on the load generator's core"
     ));
-    report.add(row);
 
     // User enumeration: an unknown user and a wrong password must take the
     // same time (the unknown one is hashed against a dummy).
@@ -110,17 +95,11 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
             "no-such-user",
         ),
     ] {
-        let body = format!(r#"{{"username":"{username}","password":"not-the-password"}}"#);
         let mut p = plan(
             settings,
             d.issuer,
             vec![Request {
-                bytes: softphone_testkit::http::build(
-                    "POST",
-                    &format!("{BASE}/auth/login"),
-                    &[("Content-Type", "application/json")],
-                    body.as_bytes(),
-                ),
+                bytes: login_bytes(username, "not-the-password", &[]),
                 expect: Some(401),
             }],
         );
@@ -142,15 +121,9 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
     let idle = measure("issuer: profile, idle", &idle_plan)?;
     let flood_requests: Vec<Request> = (0..2000)
         .map(|i| {
-            let body = format!(r#"{{"username":"flood{i}","password":"wrong"}}"#);
             let ip = format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256);
             Request {
-                bytes: softphone_testkit::http::build(
-                    "POST",
-                    &format!("{BASE}/auth/login"),
-                    &[("Content-Type", "application/json"), ("X-Real-IP", &ip)],
-                    body.as_bytes(),
-                ),
+                bytes: login_bytes(&format!("flood{i}"), "wrong", &[("X-Real-IP", &ip)]),
                 expect: None,
             }
         })
@@ -175,22 +148,38 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         None,
         &idle,
     ));
-    let mut row = Row::new(
+    report.add(Row::new(
         "issuer-profile-flood",
         "GET profile, 8 connections, during a 64-connection bad-login flood",
         None,
         &flooded,
-    );
-    row.note = Some(format!(
+    ));
+    report.annotate(format!(
         "the flood got {} answers ({:.1}/s)",
         flood.requests,
         flood.rate()
     ));
-    report.add(row);
     report.target(Target::at_most(
         "profile p99 under a login flood / idle",
         ratio,
         2.0,
     ));
     Ok(())
+}
+
+/// A login request for `username` and `password`, with `headers` after its
+/// `Content-Type`.
+fn login_bytes(username: &str, password: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
+    let headers: Vec<(&str, &str)> = [("Content-Type", "application/json")]
+        .iter()
+        .chain(headers)
+        .copied()
+        .collect();
+    softphone_testkit::http::build(
+        "POST",
+        &format!("{BASE}/auth/login"),
+        &headers,
+        body.as_bytes(),
+    )
 }

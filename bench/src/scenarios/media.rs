@@ -2,7 +2,7 @@
 //! over its unix socket, against nginx serving the same file without auth.
 
 use crate::load::Outcome;
-use crate::report::{Report, Row, Target};
+use crate::report::{Report, Target};
 use crate::stack::{Settings, Stack, measure, ok_get, per_session, plan};
 
 /// Returns the faster of the two fronts: the peers are held against it.
@@ -12,52 +12,45 @@ pub(crate) fn run(
     report: &mut Report,
 ) -> Result<Outcome, String> {
     let nginx = stack.nginx.addr;
-    let floor = measure(
+    let outcome = measure(
         "floor: nginx static file",
         &plan(settings, nginx, vec![ok_get("/bench/static.mp3")]),
     )?;
-    report.add(Row::new(
+    let floor = report.floor(
         "media-floor",
         "nginx serving the file without auth",
-        None,
-        &floor,
-    ));
+        &outcome,
+    );
     let requests = per_session(stack, true, |_| {
         "/pbxcore/softphone/recordings/a.mp3".to_owned()
     });
-    let outcome = measure("media: auth_request", &plan(settings, nginx, requests))?;
-    let ratio = outcome.rate() / floor.rate();
-    report.add(Row::new(
+    let tcp = measure(
+        "media: auth_request",
+        &plan(settings, nginx, requests.clone()),
+    )?;
+    let ratio = report.against(
+        &floor,
         "media-auth",
         "nginx auth_request -> verifier (deploy config)",
-        Some(("media-floor", ratio)),
-        &outcome,
-    ));
+        &tcp,
+    );
     report.target(Target::reported("media auth_request / nginx static", ratio));
 
     // The same through the verifier's unix socket (nginx-unix renders it as
     // `server unix:...`); the same static file is its floor.
-    let unix_requests = per_session(stack, true, |_| {
-        "/pbxcore/softphone/recordings/a.mp3".to_owned()
-    });
     let unix = measure(
         "media: auth_request, unix",
-        &plan(settings, stack.nginx_unix.addr, unix_requests),
+        &plan(settings, stack.nginx_unix.addr, requests),
     )?;
-    let ratio = unix.rate() / floor.rate();
-    report.add(Row::new(
+    let ratio = report.against(
+        &floor,
         "media-auth-unix",
         "nginx auth_request -> verifier over its unix socket",
-        Some(("media-floor", ratio)),
         &unix,
-    ));
+    );
     report.target(Target::reported(
         "media auth_request over unix / nginx static",
         ratio,
     ));
-    Ok(if unix.rate() > outcome.rate() {
-        unix
-    } else {
-        outcome
-    })
+    Ok(if unix.rate() > tcp.rate() { unix } else { tcp })
 }

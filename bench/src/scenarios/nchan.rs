@@ -3,7 +3,7 @@
 
 use softphone_testkit::{BASE, request};
 
-use crate::report::{Report, Row, Target};
+use crate::report::{Report, Target};
 use crate::stack::{Settings, Stack, measure, ok_get, per_session, plan};
 
 pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Result<(), String> {
@@ -19,16 +19,15 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
     if !(r.status == 201 || r.status == 202) {
         return Err(format!("publish: {}", r.status));
     }
-    let floor = measure(
+    let outcome = measure(
         "floor: nchan without auth",
         &plan(settings, nginx, vec![ok_get("/bench/sub-noauth/bench-lp")]),
     )?;
-    report.add(Row::new(
+    let floor = report.floor(
         "nchan-floor",
         "nchan long-poll subscribe, no authorization",
-        None,
-        &floor,
-    ));
+        &outcome,
+    );
     let requests = per_session(stack, false, |access| {
         format!("{BASE}/sub/bench-lp?authorization={access}")
     });
@@ -36,13 +35,12 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         "nchan: authorized subscribe",
         &plan(settings, nginx, requests),
     )?;
-    let ratio = outcome.rate() / floor.rate();
-    report.add(Row::new(
+    let ratio = report.against(
+        &floor,
         "nchan-auth",
         "nchan long-poll subscribe authorized by the verifier",
-        Some(("nchan-floor", ratio)),
         &outcome,
-    ));
+    );
     report.target(Target::reported("nchan authorized / unauthorized", ratio));
     Ok(())
 }

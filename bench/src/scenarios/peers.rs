@@ -6,7 +6,7 @@ use softphone_testkit::request;
 
 use crate::load::Outcome;
 use crate::peers;
-use crate::report::{Report, Row, Target};
+use crate::report::{Report, Target};
 use crate::stack::{SERVER_CPU, Settings, Stack, measure, ok_get, per_session, plan};
 
 /// `ours` is the media family's faster front (TCP or unix socket).
@@ -26,16 +26,15 @@ pub(crate) fn run(
             return Ok(());
         }
     };
-    let floor = measure(
+    let outcome = measure(
         "peer floor: nginx+lua static",
         &plan(settings, baselines.addr, vec![ok_get("/static.mp3")]),
     )?;
-    report.add(Row::new(
+    let floor = report.floor(
         "peer-floor",
         "peer nginx (Lua module loaded) serving the file without auth",
-        None,
-        &floor,
-    ));
+        &outcome,
+    );
     // The baselines must really check: a tampered token and no token are refused.
     let (access, _) = &stack.sessions[0];
     let tampered = format!(
@@ -83,13 +82,7 @@ pub(crate) fn run(
             p.connections = p.connections.min(16);
         }
         let outcome = measure(scenario, &p)?;
-        let ratio = outcome.rate() / floor.rate();
-        report.add(Row::new(
-            scenario,
-            label,
-            Some(("peer-floor", ratio)),
-            &outcome,
-        ));
+        report.against(&floor, scenario, label, &outcome);
         rates.push(outcome.rate());
     }
     report.target(Target::at_least(

@@ -2,17 +2,17 @@
 //! the realistic mix with logouts while it runs, and its memory under load.
 
 use std::io::Write as _;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use softphone_testkit::{BASE, request};
+use softphone_testkit::{BASE, Response, request};
 
 use crate::load::{Outcome, Request};
 use crate::procstat;
-use crate::report::{Report, Row, Target};
+use crate::report::{Report, Target};
 use crate::stack::{
     PASSWORD, Settings, Stack, USER, assert_status, get, measure, per_session, plan,
 };
@@ -20,28 +20,26 @@ use crate::stack::{
 pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Result<(), String> {
     let valid = per_session(stack, true, |_| "/auth".to_owned());
     // The floor gets the very same requests and answers them without any work.
-    let floor = measure(
+    let outcome = measure(
         "floor: bare may_minihttp",
         &plan(settings, stack.bare_addr, valid.clone()),
     )?;
-    report.add(Row::new(
+    let floor = report.floor(
         "verifier-floor",
         "bare may_minihttp answering the same requests with 200",
-        None,
-        &floor,
-    ));
+        &outcome,
+    );
     let verifier = stack.daemons.verifier;
     let outcome = measure(
         "verifier: valid tokens",
         &plan(settings, verifier, valid.clone()),
     )?;
-    let ratio = outcome.rate() / floor.rate();
-    report.add(Row::new(
+    let ratio = report.against(
+        &floor,
         "verifier-valid",
         "verifier direct, valid tokens, revocation on",
-        Some(("verifier-floor", ratio)),
         &outcome,
-    ));
+    );
     report.target(Target::at_least(
         "verifier valid / bare may_minihttp",
         ratio,
@@ -54,13 +52,12 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
     ));
 
     let mixed = mixed_run(settings, stack, valid)?;
-    let ratio = mixed.rate() / floor.rate();
-    report.add(Row::new(
+    report.against(
+        &floor,
         "verifier-mix",
         "90% valid, 5% expired, 3% bad signature, 2% revoked; 20 logouts during the run",
-        Some(("verifier-floor", ratio)),
         &mixed,
-    ));
+    );
     report.target(Target::at_most(
         "requests allowed after their logout's 200",
         mixed.wrong as f64,
@@ -112,16 +109,7 @@ fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<
     };
     bad_signature.replace_range(bad_signature.len() - 1.., last);
     let (revoked, _) = d.tokens(USER, PASSWORD);
-    assert_status(
-        &request(
-            d.issuer,
-            "POST",
-            &format!("{BASE}/auth/logout"),
-            &[("Authorization", &format!("Bearer {revoked}"))],
-            b"",
-        ),
-        200,
-    )?;
+    assert_status(&logout(d.issuer, &revoked), 200)?;
     let doomed: Vec<String> = (0..20).map(|_| d.tokens(USER, PASSWORD).0).collect();
 
     let bearer = |t: &str| get("/auth", &[("Authorization", &format!("Bearer {t}"))]);
@@ -174,14 +162,7 @@ fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<
         let logouts = scope.spawn(|| {
             for (i, token) in doomed.iter().enumerate() {
                 std::thread::sleep(duration / 22);
-                let r = request(
-                    issuer,
-                    "POST",
-                    &format!("{BASE}/auth/logout"),
-                    &[("Authorization", &format!("Bearer {token}"))],
-                    b"",
-                );
-                if r.status == 200 {
+                if logout(issuer, token).status == 200 {
                     revoked_at[i].store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
                 }
             }
@@ -190,6 +171,17 @@ fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<
         let _ = logouts.join();
         outcome
     })
+}
+
+/// Logs the session of `access` out at the issuer.
+fn logout(issuer: SocketAddr, access: &str) -> Response {
+    request(
+        issuer,
+        "POST",
+        &format!("{BASE}/auth/logout"),
+        &[("Authorization", &format!("Bearer {access}"))],
+        b"",
+    )
 }
 
 /// `access` with the same claims, issued two hours ago and expired for one,
