@@ -1,6 +1,8 @@
 //! The issuer's integration tests: the real `softphone-issuer` and
 //! `softphone-verifier` binaries on free loopback ports, over a temporary data
-//! directory. One test binary for the crate (every test file is another slow link).
+//! directory; the status table (`statuses`) drives the routes in-process with
+//! `warp::test`. One test binary for the crate (every test file is another slow
+//! link).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
