@@ -3,7 +3,7 @@
 //! the scenario families share to build and measure plans against it.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -126,12 +126,6 @@ impl Stack {
             warp_addr,
             sessions,
         })
-    }
-
-    /// The issuer's signing keys: the mix forges an expired token with them and
-    /// the peers check tokens against them, as the verifier does.
-    pub(crate) fn key_file(&self) -> PathBuf {
-        self.daemons.data_dir().join("db/secret.key")
     }
 }
 

@@ -19,7 +19,12 @@ pub(crate) fn run(
     let prefix = stack.daemons.dir.path().join("peers");
     std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
     let pin = settings.pin.then_some(SERVER_CPU);
-    let baselines = match peers::start(&prefix, &stack.nginx.recordings, &stack.key_file(), pin) {
+    let baselines = match peers::start(
+        &prefix,
+        &stack.nginx.recordings,
+        &stack.daemons.key_file(),
+        pin,
+    ) {
         Ok(baselines) => baselines,
         Err(e) => {
             report.note(&format!("comparison peers not run: {e}"));

@@ -3,7 +3,6 @@
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -100,7 +99,7 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
 fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<Outcome, String> {
     let d = &stack.daemons;
     let (access, _) = &stack.sessions[0];
-    let expired = expired_copy(&stack.key_file(), access)?;
+    let expired = softphone_testkit::forge::expired_copy(&stack.daemons.key_file(), access);
     let mut bad_signature = access.clone();
     let last = if bad_signature.ends_with('A') {
         "B"
@@ -182,29 +181,4 @@ fn logout(issuer: SocketAddr, access: &str) -> Response {
         &[("Authorization", &format!("Bearer {access}"))],
         b"",
     )
-}
-
-/// `access` with the same claims, issued two hours ago and expired for one,
-/// signed with the current key: the issuer never hands out such a token.
-///
-/// The bench's only use of the shared library's token and key-file API, kept
-/// in this one function so that a change of that API is adapted here alone.
-fn expired_copy(key_file: &Path, access: &str) -> Result<String, String> {
-    use softphone_shared::keyfile;
-    use softphone_shared::token::{self, Claims, PAYLOAD_BUF, Validation};
-
-    let keys = keyfile::load(key_file).map_err(|e| e.to_string())?;
-    let now = softphone_shared::unix_now();
-    let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = token::verify(access, &keys, Validation { now, leeway: 30 }, &mut buf)
-        .map_err(|e| e.to_string())?
-        .claims;
-    Ok(token::sign(
-        &Claims {
-            iat: now - 7200,
-            exp: now - 3600,
-            ..claims.clone()
-        },
-        keys.current(),
-    ))
 }
