@@ -17,10 +17,10 @@ fn php_workers() -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn the_suite_runs_every_scenario_and_writes_its_reports() {
-    let before = php_workers();
-    let out_dir = softphone_testkit::TestDir::new("bench-smoke");
+/// Runs the suite for one second per scenario with `extra` arguments; asserts
+/// it succeeded and returns its report directory and standard output.
+fn suite(name: &str, extra: &[&str]) -> (softphone_testkit::TestDir, String) {
+    let out_dir = softphone_testkit::TestDir::new(name);
     let out = Command::new(env!("CARGO_BIN_EXE_softphone-bench"))
         .args([
             "suite",
@@ -29,14 +29,22 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
             "--connections",
             "16",
             "--strict",
-            "--out",
         ])
+        .args(extra)
+        .arg("--out")
         .arg(out_dir.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    (out_dir, stdout)
+}
+
+#[test]
+fn the_suite_runs_every_scenario_and_writes_its_reports() {
+    let before = php_workers();
+    let (out_dir, stdout) = suite("bench-smoke", &[]);
     // The peers are stopped with everything they started.
     let left: Vec<u32> = php_workers()
         .into_iter()
@@ -100,25 +108,7 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
 
 #[test]
 fn only_takes_families_comma_separated() {
-    let out_dir = softphone_testkit::TestDir::new("bench-smoke-only");
-    let out = Command::new(env!("CARGO_BIN_EXE_softphone-bench"))
-        .args([
-            "suite",
-            "--duration",
-            "1",
-            "--connections",
-            "16",
-            "--strict",
-            "--only",
-            "verifier,nchan",
-            "--out",
-        ])
-        .arg(out_dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (_out_dir, stdout) = suite("bench-smoke-only", &["--only", "verifier,nchan"]);
     for scenario in ["verifier-floor", "verifier-mix", "nchan-auth"] {
         assert!(
             stdout.contains(&format!("| {scenario} — ")),

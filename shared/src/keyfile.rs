@@ -246,7 +246,7 @@ fn key_error(path: &Path, reason: String) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use softphone_testkit::TestDir;
+    use softphone_testkit::{TEST_KEYS, TestDir};
 
     use super::*;
     use crate::keys::NO_DEADLINE;
@@ -326,11 +326,11 @@ mod tests {
     fn the_previous_keys_file_may_hold_comments_and_blank_lines() {
         let dir = TestDir::new("key-previous");
         let path = dir.path().join("secret.key");
-        fs::write(&path, "a".repeat(64)).unwrap();
-        let old = "b".repeat(64);
+        fs::write(&path, TEST_KEYS[0]).unwrap();
+        let old = TEST_KEYS[1];
         fs::write(previous_path(&path), format!("# comment\n\n700 {old}\n")).unwrap();
         let ring = load(&path).unwrap();
-        let old_kid = Key::from_text(&old).unwrap().kid().to_owned();
+        let old_kid = Key::from_text(old).unwrap().kid().to_owned();
         assert_eq!(ring.by_kid(&old_kid).map(|(_, until)| until), Some(700));
     }
 
@@ -338,7 +338,7 @@ mod tests {
     fn a_bad_previous_keys_file_is_refused_without_quoting_it() {
         let dir = TestDir::new("key-previous-bad");
         let path = dir.path().join("secret.key");
-        fs::write(&path, "a".repeat(64)).unwrap();
+        fs::write(&path, TEST_KEYS[0]).unwrap();
         for bad in [
             "soon bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
             "12 short",

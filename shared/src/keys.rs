@@ -145,8 +145,8 @@ mod tests {
 
     #[test]
     fn the_ring_finds_keys_by_kid_and_by_header() {
-        let current = Key::from_text(&"a".repeat(64)).unwrap();
-        let previous = Key::from_text(&"b".repeat(64)).unwrap();
+        let current = Key::from_text(softphone_testkit::TEST_KEYS[0]).unwrap();
+        let previous = Key::from_text(softphone_testkit::TEST_KEYS[1]).unwrap();
         let (current_kid, previous_kid) = (current.kid().to_owned(), previous.kid().to_owned());
         let previous_header = previous.header_b64().to_owned();
         let ring = KeyRing::new(current, vec![(previous, 500)]);

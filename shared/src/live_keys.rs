@@ -119,7 +119,7 @@ fn stamp(path: &Path) -> Option<(u64, u64, u64, SystemTime)> {
 
 #[cfg(test)]
 mod tests {
-    use softphone_testkit::TestDir;
+    use softphone_testkit::{TEST_KEYS, TestDir};
 
     use super::*;
 
@@ -131,20 +131,20 @@ mod tests {
     fn a_rewritten_or_replaced_key_file_is_reloaded_once() {
         let dir = TestDir::new("live-keys");
         let path = dir.path().join("secret.key");
-        fs::write(&path, "a".repeat(64)).unwrap();
+        fs::write(&path, TEST_KEYS[0]).unwrap();
         let keys = LiveKeys::open(&path, "test").unwrap();
         let first = kid(&keys);
         assert!(!keys.reload_if_changed());
         // Replaced by rename.
         let tmp = dir.path().join("new.key");
-        fs::write(&tmp, "b".repeat(64)).unwrap();
+        fs::write(&tmp, TEST_KEYS[1]).unwrap();
         fs::rename(&tmp, &path).unwrap();
         assert!(keys.reload_if_changed());
         assert!(!keys.reload_if_changed());
         let second = kid(&keys);
         assert_ne!(first, second);
         // Rewritten in place.
-        fs::write(&path, "c".repeat(65)).unwrap();
+        fs::write(&path, TEST_KEYS[2]).unwrap();
         assert!(keys.reload_if_changed());
         assert_ne!(kid(&keys), second);
         // A rotation changes both files.

@@ -31,6 +31,15 @@ use softphone_shared::keyfile;
 
 pub use softphone_shared::paths::{API_BASE as BASE, CHECK_MEDIA_ACCESS as CHECK};
 
+/// Key file texts for tests that write keys of their own. Not runs of one
+/// character: the log sweep looks for every key the suite wrote, and a run of
+/// `a`s also stands in logs of long test names.
+pub const TEST_KEYS: [&str; 3] = [
+    "9c41e07b2fd85a36c1e94b70d23f8a5e6b0c17d9e24f3a8b5c6d71e09f2a4b3c",
+    "27d9b4e1a6c03f85e2b7d94c10a5f36e8d2c7b41f09e5a3d6c8b2e7f14a0d95b",
+    "e5a0c3d7f19b42e86a1d5c0b3f7e92a4d6c8e1b05f3a7d92c4e6b8a10d3f5c7e9",
+];
+
 /// A directory under the system temp dir, removed on drop when the test passed
 /// (kept when `SOFTPHONE_KEEP_TEST_DIRS` is set).
 pub struct TestDir {
