@@ -155,15 +155,51 @@ fn single(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
     }
 }
 
-/// `X-Real-IP` is believed only from a loopback peer (our nginx).
+/// `X-Real-IP` is believed only from a loopback peer (our nginx). Addresses are
+/// canonical: on a dual-stack listener an IPv4 peer arrives as `::ffff:a.b.c.d`,
+/// and must be judged, throttled and logged as `a.b.c.d`.
 fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
-    let peer_ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+    let peer_ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip().to_canonical());
     if !peer_ip.is_loopback() {
         return peer_ip;
     }
     headers
         .get("x-real-ip")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer_ip)
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .map_or(peer_ip, |ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(peer: &str, real_ip: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(ip) = real_ip {
+            headers.insert("x-real-ip", HeaderValue::from_str(ip).unwrap());
+        }
+        client_ip(Some(peer.parse().unwrap()), &headers).to_string()
+    }
+
+    #[test]
+    fn x_real_ip_is_believed_from_loopback_peers_only_in_any_spelling() {
+        assert_eq!(from("127.0.0.1:5000", Some("10.0.0.7")), "10.0.0.7");
+        assert_eq!(from("[::1]:5000", Some("10.0.0.7")), "10.0.0.7");
+        // An IPv4 loopback peer on a dual-stack listener.
+        assert_eq!(
+            from("[::ffff:127.0.0.1]:5000", Some("10.0.0.7")),
+            "10.0.0.7"
+        );
+        assert_eq!(from("[::ffff:127.0.0.1]:5000", None), "127.0.0.1");
+        // Not loopback: the peer, canonical, whatever the header says.
+        assert_eq!(
+            from("[::ffff:10.0.0.1]:5000", Some("127.0.0.1")),
+            "10.0.0.1"
+        );
+        assert_eq!(from("192.0.2.9:5000", Some("10.0.0.7")), "192.0.2.9");
+        // nginx's spelling of a mapped address counts as the IPv4 one.
+        assert_eq!(from("127.0.0.1:5000", Some("::ffff:10.0.0.7")), "10.0.0.7");
+        assert_eq!(from("127.0.0.1:5000", Some("garbage")), "127.0.0.1");
+    }
 }

@@ -44,6 +44,11 @@ fn upstream() -> (String, mpsc::Receiver<String>) {
 }
 
 fn upgrade(addr: std::net::SocketAddr, query: &str) -> (TcpStream, String) {
+    upgrade_with(addr, query, "")
+}
+
+/// As [`upgrade`], with `extra` header lines (each ending in `\r\n`).
+fn upgrade_with(addr: std::net::SocketAddr, query: &str, extra: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -51,7 +56,7 @@ fn upgrade(addr: std::net::SocketAddr, query: &str) -> (TcpStream, String) {
     write!(
         stream,
         "GET /pbxcore/softphone/ws{query} HTTP/1.1\r\nHost: pbx\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n{extra}\r\n"
     )
     .unwrap();
     let head = read_head(&mut stream);
@@ -90,5 +95,29 @@ fn websocket_upgrades_reach_the_upstream_only_with_a_token() {
     let mut echo = [0u8; 21];
     ws.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"frames pass both ways");
+    assert_no_secrets(&d, &nginx, &[&access]);
+}
+
+/// A token in the `Authorization` header opens the WebSocket too, and Asterisk
+/// sees neither the token nor the header (its logs are not ours to keep clean).
+#[test]
+fn the_upstream_never_sees_the_authorization_header() {
+    let (url, seen) = upstream();
+    let (d, nginx) = stack("websocket-header", &url);
+    let (access, _) = d.tokens(USER, PASSWORD);
+
+    let (_ws, head) = upgrade_with(
+        nginx.addr,
+        "",
+        &format!("Authorization: Bearer {access}\r\n"),
+    );
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let request = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        !request.to_ascii_lowercase().contains("authorization"),
+        "the upstream got an Authorization header:\n{request}"
+    );
+    assert!(!request.contains(&access), "the token was handed on");
+    assert!(!request.contains("eyJ"), "a token was handed on");
     assert_no_secrets(&d, &nginx, &[&access]);
 }
