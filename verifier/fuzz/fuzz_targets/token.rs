@@ -22,7 +22,9 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use softphone_fuzz::{LEEWAY, MAX_INPUT, NOW, sign_segments};
 use softphone_shared::keys::KeyRing;
-use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
+use softphone_shared::token::{
+    self, Claims, MAX_TOKEN_LEN, PAYLOAD_BUF, TokenError, TokenType, Validation,
+};
 
 static KEY: LazyLock<KeyRing> = LazyLock::new(softphone_fuzz::key);
 
@@ -93,13 +95,20 @@ fn check(token: &[u8]) {
             }
         }
 
+        // Re-signing names the key in the header, so a token near the length
+        // limit without `kid` can come back longer than verification reads.
         let again = token::sign(&claims, key.current());
         let mut again_buf = [0u8; PAYLOAD_BUF];
-        assert_eq!(
-            decode(again.as_bytes(), key, AT_NOW, &mut again_buf).as_ref(),
-            Ok(&claims),
-            "re-signed claims decode differently: {again}"
-        );
+        let decoded = decode(again.as_bytes(), key, AT_NOW, &mut again_buf);
+        if again.len() > MAX_TOKEN_LEN {
+            assert_eq!(decoded, Err(TokenError::Malformed), "re-signed: {again}");
+        } else {
+            assert_eq!(
+                decoded.as_ref(),
+                Ok(&claims),
+                "re-signed claims decode differently: {again}"
+            );
+        }
     }
 
     for validation in EXTREMES {

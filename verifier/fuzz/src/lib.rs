@@ -332,7 +332,18 @@ pub fn token_seeds() -> Vec<(String, Vec<u8>)> {
         r#"{"sub":7,"username":"2\u0030","role":"user","iat":0,"exp":9e99,"#,
         r#""type":"access","sid":"s","jti":"j"}"#
     );
+    // A token without `kid` just under the length limit: signed again (with
+    // `kid`), it no longer fits (a harness mistake the fuzzer once found).
+    let near_limit = (1000..2000)
+        .map(|n| payload(&claims(LIVE_SID, &"x".repeat(n), TokenType::Access)))
+        .find(|p| {
+            let unsigned = r#"{"alg":"HS256","typ":"JWT"}"#.len() + p.len();
+            let len = (unsigned + 2) / 3 * 4 + 2 + 43;
+            (token::MAX_TOKEN_LEN - 8..=token::MAX_TOKEN_LEN).contains(&len)
+        })
+        .expect("a username length that lands near the limit");
     for (name, json) in [
+        ("json-near-limit", near_limit),
         ("json-access", access.clone()),
         ("json-refresh-nbf", with_nbf),
         ("json-header-kid", format!("{kid_header}\n{access}")),
