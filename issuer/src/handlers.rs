@@ -130,19 +130,29 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let user = credential.user.clone();
     let refresh_jti = pair.refresh_jti.clone();
     let expires = pair.refresh_exp;
-    app.write(move |store| {
-        store.create_session(&NewSession {
-            sid: &sid,
-            user_id: user.id,
-            username: &user.username,
-            role: &user.role,
-            cred_tag: &cred_tag,
-            created: now,
-            expires,
-            refresh_jti: &refresh_jti,
+    let max_sessions = config.max_sessions_per_user;
+    let replaced = app
+        .write(move |store| {
+            store.create_session(
+                &NewSession {
+                    sid: &sid,
+                    user_id: user.id,
+                    username: &user.username,
+                    role: &user.role,
+                    cred_tag: &cred_tag,
+                    created: now,
+                    expires,
+                    refresh_jti: &refresh_jti,
+                },
+                max_sessions,
+            )
         })
-    })
-    .await?;
+        .await?;
+    if replaced > 0 {
+        eprintln!(
+            "softphone-issuer: a login beyond max_sessions_per_user ({max_sessions}) revoked {replaced} older session(s)"
+        );
+    }
     app.log()
         .log(Event::AuthSuccess, &username, Some(meta.from), now);
     Ok(tokens_response(&pair, config.access_ttl))

@@ -77,6 +77,8 @@ pub struct Config {
     pub login_window: i64,
     pub login_user_ceiling: u32,
     pub login_user_interval: i64,
+    /// A login beyond this many active sessions of a user revokes the oldest.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             login_window: 900,
             login_user_ceiling: 20,
             login_user_interval: 10,
+            max_sessions_per_user: 16,
         }
     }
 }
@@ -188,6 +191,9 @@ impl Config {
                 "login_user_ceiling",
                 "must be at least login_max_failures, with login_user_interval at least 1",
             ));
+        }
+        if self.max_sessions_per_user == 0 {
+            return Err(("max_sessions_per_user", "must be at least 1"));
         }
         Ok(())
     }
@@ -392,7 +398,7 @@ mod tests {
     #[test]
     fn every_field_has_its_variable() {
         let fields = Config::fields();
-        assert_eq!(fields.len(), 19, "{fields:?}");
+        assert_eq!(fields.len(), 20, "{fields:?}");
         assert_eq!(Config::env_name("data_dir"), "SOFTPHONE_DATA");
         assert_eq!(Config::env_name("leeway"), "SOFTPHONE_LEEWAY");
         // A path that reads as a number is still a path.

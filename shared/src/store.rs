@@ -67,6 +67,8 @@ pub enum RevokeReason {
     PasswordChanged,
     UserDisabled,
     CredentialsChanged,
+    /// The user opened more sessions than `max_sessions_per_user`.
+    SessionLimit,
 }
 
 impl RevokeReason {
@@ -78,6 +80,7 @@ impl RevokeReason {
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::UserDisabled => "user_disabled",
             RevokeReason::CredentialsChanged => "credentials_changed",
+            RevokeReason::SessionLimit => "session_limit",
         }
     }
 }
@@ -255,7 +258,10 @@ impl Store {
 
     /// Records a new session; verifiers learn of it before this returns (the
     /// epoch is bumped after the commit).
-    pub fn create_session(&mut self, s: &NewSession<'_>) -> Result<()> {
+    /// Creates a session and, in the same transaction, revokes the user's oldest
+    /// active sessions beyond `max_per_user` (the new one counts and is never
+    /// the one revoked). Returns how many were revoked.
+    pub fn create_session(&mut self, s: &NewSession<'_>, max_per_user: usize) -> Result<usize> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -265,9 +271,31 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![s.sid, s.user_id, s.username, s.role, s.cred_tag, s.created, s.expires, s.refresh_jti, seq],
         )?;
+        // The others the user may keep: the newest, by creation and then by
+        // change sequence (logins within one second).
+        let keep_others = i64::try_from(max_per_user.saturating_sub(1)).unwrap_or(i64::MAX);
+        let over = tx
+            .prepare_cached(
+                "SELECT sid FROM sessions
+                 WHERE username = ?1 AND revoked_seq IS NULL AND sid != ?2
+                 ORDER BY created DESC, change_seq DESC LIMIT -1 OFFSET ?3",
+            )?
+            .query_map(params![s.username, s.sid, keep_others], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        for sid in &over {
+            revoke_in(
+                &tx,
+                "sid = ?1",
+                [sid],
+                RevokeReason::SessionLimit,
+                s.created,
+            )?;
+        }
         tx.commit()?;
         self.epoch.bump();
-        Ok(())
+        Ok(over.len())
     }
 
     pub fn session(&self, sid: &str) -> Result<Option<Session>> {
@@ -607,6 +635,56 @@ mod tests {
     use softphone_testkit::TestDir;
 
     use super::*;
+
+    /// A login beyond the cap revokes the user's oldest active sessions, never
+    /// the new one and never another user's, in the login's own transaction.
+    #[test]
+    fn sessions_beyond_the_per_user_cap_are_revoked_oldest_first() {
+        let dir = TestDir::new("store-session-cap");
+        let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
+        let mut login = |sid: &str, user: &str, created: i64, cap: usize| {
+            store
+                .create_session(
+                    &NewSession {
+                        sid,
+                        user_id: 1,
+                        username: user,
+                        role: "user",
+                        cred_tag: "t",
+                        created,
+                        expires: created + 3600,
+                        refresh_jti: "r",
+                    },
+                    cap,
+                )
+                .unwrap()
+        };
+        assert_eq!(login("a1", "201", 100, 3), 0);
+        assert_eq!(login("b1", "202", 101, 3), 0);
+        assert_eq!(login("a2", "201", 102, 3), 0);
+        assert_eq!(login("a3", "201", 103, 3), 0);
+        assert_eq!(login("a4", "201", 104, 3), 1);
+        // A lower cap takes the two oldest left; the new session stays even
+        // when its clock is behind.
+        assert_eq!(login("a5", "201", 50, 2), 2);
+        let active: Vec<String> = store
+            .active_sessions(0)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.sid)
+            .collect();
+        for (sid, live) in [
+            ("a1", false),
+            ("a2", false),
+            ("a3", false),
+            ("a4", true),
+            ("a5", true),
+            ("b1", true),
+        ] {
+            assert_eq!(active.contains(&sid.to_owned()), live, "{sid}: {active:?}");
+            assert_eq!(store.session_active(sid).unwrap(), live, "{sid}");
+        }
+    }
 
     /// A database made by schema 1 is upgraded in place, and the verifier's view
     /// of it (every live session, revoked or not) is right afterwards.

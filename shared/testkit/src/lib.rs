@@ -504,16 +504,19 @@ pub fn wait_healthy(addr: SocketAddr, path: &str, child: &mut Child) {
 /// that exercise the store and the verifier in-process.
 pub fn insert_session(store: &mut softphone_shared::store::Store, sid: &str, now: i64) {
     store
-        .create_session(&softphone_shared::store::NewSession {
-            sid,
-            user_id: 7,
-            username: "201",
-            role: "user",
-            cred_tag: "t",
-            created: now,
-            expires: now + 3600,
-            refresh_jti: "r",
-        })
+        .create_session(
+            &softphone_shared::store::NewSession {
+                sid,
+                user_id: 7,
+                username: "201",
+                role: "user",
+                cred_tag: "t",
+                created: now,
+                expires: now + 3600,
+                refresh_jti: "r",
+            },
+            usize::MAX,
+        )
         .unwrap();
 }
 

@@ -153,16 +153,19 @@ pub fn verifier(dir: &Path) -> Verifier {
     let mut store = Store::open(&db).expect("store");
     for sid in [LIVE_SID, REVOKED_SID] {
         store
-            .create_session(&NewSession {
-                sid,
-                user_id: 7,
-                username: "201",
-                role: "user",
-                cred_tag: "t",
-                created: NOW - 60,
-                expires: NOW + 30 * 86_400,
-                refresh_jti: "r",
-            })
+            .create_session(
+                &NewSession {
+                    sid,
+                    user_id: 7,
+                    username: "201",
+                    role: "user",
+                    cred_tag: "t",
+                    created: NOW - 60,
+                    expires: NOW + 30 * 86_400,
+                    refresh_jti: "r",
+                },
+                usize::MAX,
+            )
             .expect("session");
     }
     store

@@ -7,6 +7,7 @@ mod front;
 mod nchan;
 mod ops;
 mod seed;
+mod sessions;
 mod websocket;
 
 use softphone_testkit::Daemons;
