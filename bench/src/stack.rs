@@ -72,6 +72,13 @@ impl Stack {
                         "SOFTPHONE_LOGIN_USER_CEILING".to_owned(),
                         "1000000".to_owned(),
                     ),
+                    // One user logs in thousands of times (login throughput,
+                    // the mixed run's logouts), while the sessions opened first
+                    // must stay valid for the verifier scenarios.
+                    (
+                        "SOFTPHONE_MAX_SESSIONS_PER_USER".to_owned(),
+                        "1000000".to_owned(),
+                    ),
                 ],
                 pin: pin.clone(),
             },
