@@ -48,11 +48,6 @@ impl LiveKeys {
         })
     }
 
-    /// The key file this ring comes from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The keys as they are now: lock-free, for the hot path.
     pub fn ring(&self) -> arc_swap::Guard<Arc<KeyRing>> {
         self.ring.load()
