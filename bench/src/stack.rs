@@ -54,35 +54,7 @@ impl Drop for Stack {
 impl Stack {
     pub(crate) fn start(settings: &Settings) -> Result<Stack, String> {
         let pin = settings.pin.then(|| SERVER_CPU.to_owned());
-        let daemons = Daemons::start_with(
-            "bench",
-            Options {
-                env: vec![
-                    (
-                        "SOFTPHONE_VERIFIER_SOCKET".to_owned(),
-                        "{dir}/run/verifier.sock".to_owned(),
-                    ),
-                    // The enumeration scenario sends thousands of failed logins
-                    // for one user: measure the hash, not the throttle's 429.
-                    (
-                        "SOFTPHONE_LOGIN_MAX_FAILURES".to_owned(),
-                        "1000000".to_owned(),
-                    ),
-                    (
-                        "SOFTPHONE_LOGIN_USER_CEILING".to_owned(),
-                        "1000000".to_owned(),
-                    ),
-                    // One user logs in thousands of times (login throughput,
-                    // the mixed run's logouts), while the sessions opened first
-                    // must stay valid for the verifier scenarios.
-                    (
-                        "SOFTPHONE_MAX_SESSIONS_PER_USER".to_owned(),
-                        "1000000".to_owned(),
-                    ),
-                ],
-                pin: pin.clone(),
-            },
-        );
+        let daemons = Daemons::start_with("bench", daemon_options(settings));
         daemons.add_user(USER, PASSWORD);
 
         let include = daemons.dir.path().join("bench-locations.conf");
@@ -133,6 +105,43 @@ impl Stack {
             warp_addr,
             sessions,
         })
+    }
+}
+
+/// How the bench starts the daemons: pinned when the run is, and with the
+/// bounds that would turn its floods into 429s lifted.
+pub(crate) fn daemon_options(settings: &Settings) -> Options {
+    Options {
+        env: vec![
+            (
+                "SOFTPHONE_VERIFIER_SOCKET".to_owned(),
+                "{dir}/run/verifier.sock".to_owned(),
+            ),
+            // The enumeration scenario sends thousands of failed logins
+            // for one user: measure the hash, not the throttle's 429.
+            (
+                "SOFTPHONE_LOGIN_MAX_FAILURES".to_owned(),
+                "1000000".to_owned(),
+            ),
+            (
+                "SOFTPHONE_LOGIN_USER_CEILING".to_owned(),
+                "1000000".to_owned(),
+            ),
+            // One user logs in thousands of times (login throughput,
+            // the mixed run's logouts), while the sessions opened first
+            // must stay valid for the verifier scenarios.
+            (
+                "SOFTPHONE_MAX_SESSIONS_PER_USER".to_owned(),
+                "1000000".to_owned(),
+            ),
+            // The refresh scenario presents one session's token as fast
+            // as it can: it measures the rotation, not the bound.
+            (
+                "SOFTPHONE_REFRESH_BURST".to_owned(),
+                "4000000000".to_owned(),
+            ),
+        ],
+        pin: settings.pin.then(|| SERVER_CPU.to_owned()),
     }
 }
 

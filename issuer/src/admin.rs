@@ -1,16 +1,22 @@
 //! Admin commands, run against the database and key files directly (no daemon
-//! needed): built-in users, session revocation and key rotation. Passwords come from standard input (one
-//! line) or an interactive prompt, never from the command line, where `ps` and
-//! shell history would see them.
+//! needed): built-in users, session revocation and key rotation. Passwords come
+//! from standard input (one line) or an interactive prompt, never from the
+//! command line, where `ps` and shell history would see them.
+//!
+//! They act on the daemons' files: the same config file by default
+//! ([`softphone_shared::paths::SYSTEM_CONFIG`]), the database named on stderr,
+//! never a fresh database except for `user add`, and files left owned like
+//! their directory ([`settle_ownership`]).
 
 use std::io::{BufRead, IsTerminal};
 
 use softphone_shared::config::{Config, UserSource};
+use softphone_shared::epoch::Epoch;
 use softphone_shared::password;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
 use softphone_shared::users::builtin::{validate_role, validate_username};
-use softphone_shared::{keyfile, keys};
+use softphone_shared::{keyfile, keys, ownership};
 
 use crate::{Error, Result};
 
@@ -20,14 +26,16 @@ pub fn user_add(config: &Config, username: &str, role: &str) -> Result<String> {
     warn_if_not_builtin(config);
     let secret = read_password(&format!("Password for {username}: "))?;
     let hash = password::hash(&secret, config.pbkdf2_iterations)?;
-    let mut store = Store::open(&config.database())?;
+    // The one command that may start a database: the first user of a new system.
+    eprintln!("softphone-issuer: database {}", config.database().display());
+    let mut store = open_store(config)?;
     let id = store.add_user(username, &hash, role, unix_now())?;
     Ok(format!("user {username} added with id {id}"))
 }
 
 pub fn user_passwd(config: &Config, username: &str) -> Result<String> {
     warn_if_not_builtin(config);
-    let mut store = Store::open(&config.database())?;
+    let mut store = open_store(config)?;
     if store.user(username)?.is_none() {
         return Err(softphone_shared::Error::NotFound(format!("user {username}")).into());
     }
@@ -41,7 +49,7 @@ pub fn user_passwd(config: &Config, username: &str) -> Result<String> {
 
 pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Result<String> {
     warn_if_not_builtin(config);
-    let mut store = Store::open(&config.database())?;
+    let mut store = open_store(config)?;
     let revoked = store.set_disabled(username, disabled, unix_now())?;
     Ok(if disabled {
         format!("user {username} disabled; {revoked} session(s) revoked")
@@ -51,7 +59,7 @@ pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Res
 }
 
 pub fn user_list(config: &Config) -> Result<String> {
-    let store = Store::open(&config.database())?;
+    let store = open_store(config)?;
     let mut out = format!(
         "{:<6} {:<24} {:<6} {:<8} {}\n",
         "ID", "USERNAME", "ROLE", "STATE", "HASH COST"
@@ -71,11 +79,11 @@ pub fn user_list(config: &Config) -> Result<String> {
 }
 
 pub fn user_count(config: &Config) -> Result<i64> {
-    Ok(Store::open(&config.database())?.user_count()?)
+    Ok(open_store(config)?.user_count()?)
 }
 
 pub fn session_revoke(config: &Config, user: Option<&str>, sid: Option<&str>) -> Result<String> {
-    let mut store = Store::open(&config.database())?;
+    let mut store = open_store(config)?;
     let now = unix_now();
     match (user, sid) {
         (Some(user), None) => {
@@ -95,7 +103,7 @@ pub fn session_revoke(config: &Config, user: Option<&str>, sid: Option<&str>) ->
 }
 
 pub fn session_list(config: &Config) -> Result<String> {
-    let store = Store::open(&config.database())?;
+    let store = open_store(config)?;
     let mut out = format!(
         "{:<24} {:<6} {:<24} {:<20} {}\n",
         "SID", "UID", "USERNAME", "CREATED (UTC)", "GENERATION"
@@ -120,6 +128,7 @@ pub fn key_rotate(config: &Config) -> Result<String> {
     let now = unix_now();
     let longest = config.access_ttl.max(config.refresh_ttl);
     let until = now.saturating_add(longest).saturating_add(config.leeway);
+    eprintln!("softphone-issuer: key file {}", config.key_file().display());
     let done = keyfile::rotate(&config.key_file(), until, now)?;
     let mut out = format!(
         "key rotated: new kid {}; previous kid {} verifies until {} UTC",
@@ -161,6 +170,46 @@ pub fn key_list(config: &Config) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// Opens the daemons' database, which must exist: a command run with another
+/// config than the daemons' must fail, not act on a fresh, empty database.
+fn open_store(config: &Config) -> Result<Store> {
+    let path = config.database();
+    eprintln!("softphone-issuer: database {}", path.display());
+    if !path.is_file() {
+        return Err(Error::Usage(format!(
+            "no database at {}: the daemons create it when they first start; \
+             is this the config they run with (--config, SOFTPHONE_CONFIG)?",
+            path.display()
+        )));
+    }
+    Ok(Store::open(&path)?)
+}
+
+/// After an admin command: the files it may have created or replaced (the
+/// database's `-wal` and `-shm`, the epoch file, the keys) get the owner of
+/// their directory, so daemons running as another user can still open them.
+pub fn settle_ownership(config: &Config) {
+    let database = config.database();
+    let mut files = vec![
+        Epoch::path_for(&database),
+        config.key_file(),
+        keyfile::previous_path(&config.key_file()),
+    ];
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = database.clone().into_os_string();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files {
+        if let Err(e) = ownership::adopt(&file) {
+            eprintln!(
+                "softphone-issuer: warning: {} keeps its owner ({e}); daemons running as its directory's owner may not open it",
+                file.display()
+            );
+        }
+    }
 }
 
 fn warn_if_not_builtin(config: &Config) {

@@ -27,6 +27,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    /// A store call of a background task failed; the cause was logged where it
+    /// happened.
+    #[error("the session store failed")]
+    Store,
 }
 
 /// Every error answer of the public API. Messages are the original module's, kept
@@ -45,6 +49,10 @@ pub enum ApiError {
     Busy,
     /// Refresh: no token, or one that is invalid, expired, revoked or reused.
     RefreshInvalid,
+    /// Refresh: this session refreshed too often; retry after this many seconds.
+    TooManyRefreshes {
+        retry_after: i64,
+    },
     /// Refresh: a valid access token was presented.
     RefreshWrongType,
     /// Logout: no valid token.
@@ -67,7 +75,9 @@ impl ApiError {
             | ApiError::LogoutUnauthorized
             | ApiError::ProfileUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RefreshWrongType | ApiError::ProfileWrongType => StatusCode::FORBIDDEN,
-            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts { .. } | ApiError::TooManyRefreshes { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -80,6 +90,9 @@ impl ApiError {
             ApiError::BadCredentialsRequest => "Invalid credentials provided",
             ApiError::InvalidCredentials => "Invalid credentials",
             ApiError::TooManyAttempts { .. } => "Too many login attempts. Please try again later",
+            ApiError::TooManyRefreshes { .. } => {
+                "Too many refresh requests. Please try again later"
+            }
             ApiError::Busy => "Service temporarily unavailable. Please try again later",
             ApiError::RefreshInvalid => "Invalid or missing token",
             ApiError::RefreshWrongType => "Invalid token type. Refresh token required",
@@ -109,7 +122,8 @@ impl ApiError {
         );
         let headers = response.headers_mut();
         match self {
-            ApiError::TooManyAttempts { retry_after } => {
+            ApiError::TooManyAttempts { retry_after }
+            | ApiError::TooManyRefreshes { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             }
             ApiError::Busy => {

@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use softphone_shared::password;
 use softphone_shared::seclog::Event;
-use softphone_shared::store::{NewSession, RevokeReason, Rotation};
+use softphone_shared::store::{Created, NewSession, RevokeReason, Rotation};
 use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
 use softphone_shared::unix_now;
-use softphone_shared::users::{self, Credential, TagMatch};
+use softphone_shared::users::{self, Credential, Secret, TagMatch};
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use crate::ApiError;
 use crate::error::json_response;
-use crate::state::App;
-use crate::tokens;
+use crate::state::{App, Pbx};
+use crate::{refresh_rate, tokens};
 
 /// What the handlers need from a request besides its body.
 #[derive(Debug, Clone)]
@@ -43,6 +44,14 @@ impl Meta {
     }
 }
 
+/// Where a login's credential comes from.
+enum Lookup {
+    /// Already looked up (built-in users, or a name too long to be one).
+    Found(Option<Credential>),
+    /// To be read from the PBX database on the hashing thread.
+    Pbx(Arc<Pbx>, String),
+}
+
 /// Longest username and password we look at; longer ones simply fail.
 const MAX_USERNAME: usize = 256;
 const MAX_PASSWORD: usize = 1024;
@@ -62,7 +71,22 @@ struct TokenResponse<'a> {
     expires_in: i64,
 }
 
+/// A refused login is answered `login_failure_delay_ms` after it arrived at the
+/// earliest. Waiting costs nothing, so a flood of cheap failures (the `mikopbx`
+/// source checks a password in microseconds) holds each attacking connection
+/// to about one attempt per delay instead of taking the cores profile and
+/// refresh need; and an answer's timing tells nothing about why it failed.
 pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, ApiError> {
+    let arrived = tokio::time::Instant::now();
+    let delay = std::time::Duration::from_millis(app.config().login_failure_delay_ms);
+    let answer = check_login(&app, meta, body).await;
+    if answer.is_err() {
+        tokio::time::sleep_until(arrived + delay).await;
+    }
+    answer
+}
+
+async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response, ApiError> {
     if !meta.is_json() {
         return Err(ApiError::BadCredentialsRequest);
     }
@@ -88,34 +112,49 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
         }
     };
 
-    let credential = if username.len() <= MAX_USERNAME {
-        let source = config.user_source.clone();
-        let name = username.clone();
-        app.read(move |store| users::find(&source, store, &name))
-            .await?
-    } else {
-        None
+    // Built-in users are looked up here (a quick read of our own database),
+    // PBX users on the hashing thread with the check (see `state::Pbx`).
+    let lookup = match app.pbx() {
+        _ if username.len() > MAX_USERNAME => Lookup::Found(None),
+        None => Lookup::Found(app.find_user(username.clone()).await?),
+        Some(pbx) => Lookup::Pbx(pbx, username.clone()),
     };
     let password = request.password;
-    let checked = credential.clone();
     let source = config.user_source.clone();
     let iterations = config.pbkdf2_iterations;
     // PBKDF2-HMAC pads a short password with zero bytes to make its HMAC key, so
     // "secret" and "secret\0" hash alike: a password with a NUL is simply wrong
     // (after the same dummy work as an unknown user).
-    let accepted = app
-        .check_password(move || match &checked {
-            Some(credential) if password.len() <= MAX_PASSWORD && !password.contains('\0') => {
-                credential.check(&password)
-            }
-            _ => {
-                users::check_missing(&source, &password, iterations);
-                false
-            }
+    let checked = app
+        .check_password(move || {
+            let credential = match lookup {
+                Lookup::Found(credential) => credential,
+                Lookup::Pbx(pbx, name) => pbx.logins.find(&name)?,
+            };
+            Ok(match &credential {
+                Some(found) if password.len() <= MAX_PASSWORD && !password.contains('\0') => {
+                    let accepted = found.check(&password, iterations);
+                    // A hash of another cost than the configured one is re-made
+                    // while the password is at hand.
+                    let rehashed = found
+                        .password_hash()
+                        .filter(|stored| accepted && password::needs_rehash(stored, iterations))
+                        .and_then(|_| password::hash(&password, iterations).ok());
+                    (credential, accepted, rehashed)
+                }
+                _ => {
+                    users::check_missing(&source, &password, iterations);
+                    (credential, false, None)
+                }
+            })
         })
         .await?;
+    let (credential, accepted, rehashed) = checked.map_err(|e: softphone_shared::Error| {
+        eprintln!("softphone-issuer: {e}");
+        ApiError::Internal
+    })?;
 
-    let Some(credential) = credential.filter(|_| accepted) else {
+    let Some(checked) = credential.filter(|_| accepted) else {
         app.log()
             .log(Event::AuthFailed, &username, Some(meta.from), unix_now());
         return Err(ApiError::InvalidCredentials);
@@ -124,15 +163,34 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
 
     let now = unix_now();
     let keys = app.keys();
+    // The credential the session is bound to: the re-made hash if there is one.
+    let (credential, rehash) = match rehashed {
+        Some(new_hash) => {
+            let old_tags = checked.live_tags(&keys, now);
+            let old_hash = checked.password_hash().unwrap_or_default().to_owned();
+            let fresh = Credential {
+                secret: Secret::Hash(new_hash.clone()),
+                ..checked
+            };
+            (fresh, Some((old_hash, new_hash, old_tags)))
+        }
+        None => (checked, None),
+    };
     let sid = tokens::random_id()?;
     let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;
     let cred_tag = credential.tag(keys.current());
+    let bound_hash = credential.password_hash().map(str::to_owned);
     let user = credential.user.clone();
     let refresh_jti = pair.refresh_jti.clone();
     let expires = pair.refresh_exp;
     let max_sessions = config.max_sessions_per_user;
-    let replaced = app
+    let created = app
         .write(move |store| {
+            if let Some((old_hash, new_hash, old_tags)) = &rehash {
+                // False when the password changed meanwhile: then the session
+                // below is refused as well.
+                store.rehash_user(&user.username, old_hash, new_hash, old_tags, &cred_tag)?;
+            }
             store.create_session(
                 &NewSession {
                     sid: &sid,
@@ -143,15 +201,24 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
                     created: now,
                     expires,
                     refresh_jti: &refresh_jti,
+                    password_hash: bound_hash.as_deref(),
                 },
                 max_sessions,
             )
         })
         .await?;
-    if replaced > 0 {
-        eprintln!(
-            "softphone-issuer: a login beyond max_sessions_per_user ({max_sessions}) revoked {replaced} older session(s)"
-        );
+    match created {
+        Created::Session { revoked: 0 } => {}
+        Created::Session { revoked } => eprintln!(
+            "softphone-issuer: a login beyond max_sessions_per_user ({max_sessions}) revoked {revoked} older session(s)"
+        ),
+        Created::CredentialChanged => {
+            // `user passwd` or `user disable` committed while the password was
+            // being checked: the old password no longer opens a session.
+            app.log()
+                .log(Event::AuthFailed, &username, Some(meta.from), now);
+            return Err(ApiError::InvalidCredentials);
+        }
     }
     app.log()
         .log(Event::AuthSuccess, &username, Some(meta.from), now);
@@ -170,16 +237,15 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
         .require(TokenType::Refresh)
         .map_err(|_| ApiError::RefreshWrongType)?;
     let sid = claims.sid.to_owned();
+    app.refresh_rate()
+        .take(&sid, now, refresh_rate::Limits::from_config(&config))
+        .map_err(|retry_after| ApiError::TooManyRefreshes { retry_after })?;
     let presented = claims.jti.to_owned();
     let username = claims.username.to_owned();
 
     // The user must still exist, be enabled and have the credentials the session
     // was opened with; otherwise the session ends here.
-    let source = config.user_source.clone();
-    let name = username.clone();
-    let credential: Option<Credential> = app
-        .read(move |store| users::find(&source, store, &name))
-        .await?;
+    let credential: Option<Credential> = app.find_user(username.clone()).await?;
     let current = credential.filter(|c| !c.disabled);
     let session_tag = {
         let sid = sid.clone();

@@ -61,9 +61,10 @@ impl Hasher {
     }
 
     /// Queues `check` at once; the receiver gets its verdict.
-    pub fn submit<F>(&self, check: F) -> Result<oneshot::Receiver<bool>, ApiError>
+    pub fn submit<T, F>(&self, check: F) -> Result<oneshot::Receiver<T>, ApiError>
     where
-        F: FnOnce() -> bool + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
@@ -77,9 +78,10 @@ impl Hasher {
     }
 
     /// Runs `check` on a hashing thread and returns its verdict.
-    pub async fn run<F>(&self, check: F) -> Result<bool, ApiError>
+    pub async fn run<T, F>(&self, check: F) -> Result<T, ApiError>
     where
-        F: FnOnce() -> bool + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
     {
         self.submit(check)?.await.map_err(|_| ApiError::Internal)
     }

@@ -7,6 +7,8 @@ pub mod error;
 pub mod handlers;
 pub mod hashing;
 pub mod nginx;
+pub mod pbx_watch;
+pub mod refresh_rate;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -1,17 +1,19 @@
 //! `softphone-issuer`: run the daemon (the default) or an admin command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use softphone_issuer::{Result, admin, nginx, serve};
 use softphone_shared::config::Config;
+use softphone_shared::paths::SYSTEM_CONFIG;
 
 /// Login, refresh, logout, profile and health for softphone apps.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// TOML config file (default: built-in defaults; `SOFTPHONE_*` variables override)
+    /// TOML config file (default: /etc/softphone-backend/softphone.toml if it exists,
+    /// else built-in defaults; `SOFTPHONE_*` variables override)
     #[arg(long, env = "SOFTPHONE_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -132,29 +134,30 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let config_file = Config::locate(args.config.as_deref(), Path::new(SYSTEM_CONFIG));
+    let config = Config::load(config_file.as_deref())?;
     let output = match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            return runtime.block_on(serve::serve(config, args.config));
+            return runtime.block_on(serve::serve(config, config_file));
         }
         Command::User(UserCommand::Add { username, role }) => {
-            admin::user_add(&config, &username, &role)?
+            admin::user_add(&config, &username, &role)
         }
-        Command::User(UserCommand::Passwd { username }) => admin::user_passwd(&config, &username)?,
+        Command::User(UserCommand::Passwd { username }) => admin::user_passwd(&config, &username),
         Command::User(UserCommand::Disable { username }) => {
-            admin::user_set_disabled(&config, &username, true)?
+            admin::user_set_disabled(&config, &username, true)
         }
         Command::User(UserCommand::Enable { username }) => {
-            admin::user_set_disabled(&config, &username, false)?
+            admin::user_set_disabled(&config, &username, false)
         }
-        Command::User(UserCommand::List) => admin::user_list(&config)?,
-        Command::User(UserCommand::Count) => admin::user_count(&config)?.to_string(),
-        Command::Session(SessionCommand::List) => admin::session_list(&config)?,
-        Command::Key(KeyCommand::Rotate) => admin::key_rotate(&config)?,
-        Command::Key(KeyCommand::List) => admin::key_list(&config)?,
+        Command::User(UserCommand::List) => admin::user_list(&config),
+        Command::User(UserCommand::Count) => admin::user_count(&config).map(|n| n.to_string()),
+        Command::Session(SessionCommand::List) => admin::session_list(&config),
+        Command::Key(KeyCommand::Rotate) => admin::key_rotate(&config),
+        Command::Key(KeyCommand::List) => admin::key_list(&config),
         Command::NginxConfig(a) => {
             let form = match a.form {
                 NginxForm::Main => nginx::Form::Main,
@@ -179,9 +182,11 @@ fn run(args: Args) -> Result<()> {
             return Ok(());
         }
         Command::Session(SessionCommand::Revoke { user, sid }) => {
-            admin::session_revoke(&config, user.as_deref(), sid.as_deref())?
+            admin::session_revoke(&config, user.as_deref(), sid.as_deref())
         }
     };
-    println!("{}", output.trim_end());
+    // Also after a failed command: it may have created a file before failing.
+    admin::settle_ownership(&config);
+    println!("{}", output?.trim_end());
     Ok(())
 }

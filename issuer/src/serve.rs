@@ -1,5 +1,6 @@
 //! Running the daemon: bind, serve until SIGTERM/SIGINT (finishing requests in
-//! flight), reload on SIGHUP, purge expired sessions every minute.
+//! flight), reload on SIGHUP, purge expired sessions every minute, follow the
+//! PBX database's credentials.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use softphone_shared::config::Config;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::pbx_watch;
+use crate::refresh_rate;
 use crate::routes::routes;
 use crate::state::App;
 use crate::{Error, Result};
@@ -26,6 +29,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
 
     tokio::spawn(housekeeping(Arc::clone(&app)));
     tokio::spawn(watch_key(Arc::clone(&app)));
+    tokio::spawn(pbx_watch::watch(Arc::clone(&app)));
     tokio::spawn(reload_on_hangup(Arc::clone(&app), config_path)?);
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -83,6 +87,8 @@ async fn housekeeping(app: Arc<App>) {
         tick.tick().await;
         let now = unix_now();
         app.throttle().prune_all(now);
+        app.refresh_rate()
+            .prune(now, refresh_rate::Limits::from_config(&app.config()));
         let grace = PURGE_GRACE + app.config().leeway;
         if let Ok(purged) = app
             .write(move |store| store.purge_expired(now, grace))

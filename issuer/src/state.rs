@@ -6,13 +6,16 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::hashing::Hasher;
+use crate::refresh_rate::RefreshRate;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
-use softphone_shared::config::Config;
+use softphone_shared::config::{Config, UserSource};
 use softphone_shared::keys::KeyRing;
 use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
+use softphone_shared::users::mikopbx::PbxDatabase;
+use softphone_shared::users::{Credential, builtin};
 
 pub struct App {
     config: RwLock<Arc<Config>>,
@@ -23,8 +26,12 @@ pub struct App {
     /// Reads (is this session active? who is this user?) do not wait for a
     /// writer's fsync.
     reader: Arc<Mutex<Store>>,
+    /// The PBX database of a `mikopbx` user source, open for the daemon's life;
+    /// its lookups never wait for the store's connections.
+    pbx: RwLock<Option<Arc<Pbx>>>,
     log: SecurityLog,
     throttle: RwLock<Arc<Throttle>>,
+    refresh_rate: RefreshRate,
     hasher: Hasher,
 }
 
@@ -42,7 +49,9 @@ impl App {
         let reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
+            pbx: RwLock::new(pbx_of(&config.user_source)),
             throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
+            refresh_rate: RefreshRate::default(),
             hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
             keys,
@@ -80,6 +89,10 @@ impl App {
             .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
     }
 
+    pub fn refresh_rate(&self) -> &RefreshRate {
+        &self.refresh_rate
+    }
+
     /// SIGHUP: re-read the config and the key, reopen the security log. Settings
     /// that need a restart (the address, the files) are reported and left as
     /// they are.
@@ -101,6 +114,11 @@ impl App {
         self.log.reopen()?;
         self.keys.reload()?;
         let limits = Limits::from_config(&new);
+        if new.user_source != old.user_source
+            && let Ok(mut slot) = self.pbx.write()
+        {
+            *slot = pbx_of(&new.user_source);
+        }
         let mut effective = new.with_files_of(&old);
         effective.issuer_listen = old.issuer_listen;
         if let Ok(mut slot) = self.throttle.write() {
@@ -130,12 +148,56 @@ impl App {
         run_blocking(Arc::clone(&self.reader), f).await
     }
 
+    /// The PBX database handles when users come from MikoPBX.
+    pub fn pbx(&self) -> Option<Arc<Pbx>> {
+        self.pbx
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Looks a login name up in the configured user source, off the async
+    /// threads (not for logins: see [`Pbx::logins`]).
+    pub async fn find_user(&self, username: String) -> Result<Option<Credential>, ApiError> {
+        match self.pbx() {
+            None => {
+                self.read(move |store| builtin::find(store, &username))
+                    .await
+            }
+            Some(pbx) => blocking(move || pbx.others.find(&username)).await,
+        }
+    }
+
     /// Runs a password check on the low-priority hashing threads.
-    pub async fn check_password<F>(&self, f: F) -> Result<bool, ApiError>
+    pub async fn check_password<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce() -> bool + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
     {
         self.hasher.run(f).await
+    }
+}
+
+/// The PBX database of a `mikopbx` source, open twice.
+#[derive(Debug)]
+pub struct Pbx {
+    /// For logins, read on the low-priority hashing threads with the password
+    /// check: a flood of PBX logins, cheap as each is, then queues there as
+    /// PBKDF2 checks do, instead of taking the cores profile and refresh need.
+    /// Its own handle, so a hashing thread preempted while it holds it never
+    /// holds up a refresh.
+    pub logins: PbxDatabase,
+    /// For refresh and the change watcher.
+    pub others: PbxDatabase,
+}
+
+fn pbx_of(source: &UserSource) -> Option<Arc<Pbx>> {
+    match source {
+        UserSource::Builtin => None,
+        UserSource::MikoPbx(path) => Some(Arc::new(Pbx {
+            logins: PbxDatabase::new(path),
+            others: PbxDatabase::new(path),
+        })),
     }
 }
 
@@ -144,13 +206,22 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
 {
-    let joined = tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let mut guard = store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
     })
-    .await;
+    .await
+}
+
+/// Runs `f` on the blocking pool; its errors are logged and become a 500.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> softphone_shared::Result<T> + Send + 'static,
+{
+    let joined = tokio::task::spawn_blocking(f).await;
     match joined {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {

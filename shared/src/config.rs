@@ -77,8 +77,14 @@ pub struct Config {
     pub login_window: i64,
     pub login_user_ceiling: u32,
     pub login_user_interval: i64,
+    /// A refused login is answered no sooner than this after it arrived.
+    pub login_failure_delay_ms: u64,
     /// A login beyond this many active sessions of a user revokes the oldest.
     pub max_sessions_per_user: usize,
+    /// Refreshes one session may make back to back …
+    pub refresh_burst: u32,
+    /// … then one per this many seconds.
+    pub refresh_interval: i64,
 }
 
 impl Default for Config {
@@ -103,7 +109,10 @@ impl Default for Config {
             login_window: 900,
             login_user_ceiling: 20,
             login_user_interval: 10,
+            login_failure_delay_ms: 1000,
             max_sessions_per_user: 16,
+            refresh_burst: 10,
+            refresh_interval: 6,
         }
     }
 }
@@ -126,6 +135,15 @@ impl Config {
     }
 
     /// Loads `file` (if given) and the process environment.
+    /// The config file to read: the one given (`--config`, `SOFTPHONE_CONFIG`),
+    /// else `system` ([`crate::paths::SYSTEM_CONFIG`]) when it exists, else none
+    /// (the built-in defaults).
+    pub fn locate(given: Option<&Path>, system: &Path) -> Option<PathBuf> {
+        given
+            .map(Path::to_path_buf)
+            .or_else(|| system.is_file().then(|| system.to_path_buf()))
+    }
+
     pub fn load(file: Option<&Path>) -> Result<Config> {
         let env: HashMap<String, String> = std::env::vars()
             .filter(|(k, _)| k.starts_with("SOFTPHONE_"))
@@ -194,6 +212,12 @@ impl Config {
         }
         if self.max_sessions_per_user == 0 {
             return Err(("max_sessions_per_user", "must be at least 1"));
+        }
+        if self.refresh_burst == 0 || self.refresh_interval < 1 {
+            return Err((
+                "refresh_burst",
+                "must be at least 1, with refresh_interval at least 1",
+            ));
         }
         Ok(())
     }
@@ -345,6 +369,18 @@ mod tests {
             .to_string()
     }
 
+    /// The daemons' file is read by default when it exists; a given file wins.
+    #[test]
+    fn the_system_config_is_the_default_when_it_exists() {
+        let dir = TestDir::new("config-locate");
+        let system = dir.path().join("softphone.toml");
+        let given = dir.path().join("other.toml");
+        assert_eq!(Config::locate(None, &system), None);
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(Config::locate(None, &system), Some(system.clone()));
+        assert_eq!(Config::locate(Some(&given), &system), Some(given));
+    }
+
     #[test]
     fn defaults_run_without_a_file() {
         let c = Config::load_with_env(None, &env(&[])).unwrap();
@@ -398,7 +434,7 @@ mod tests {
     #[test]
     fn every_field_has_its_variable() {
         let fields = Config::fields();
-        assert_eq!(fields.len(), 20, "{fields:?}");
+        assert_eq!(fields.len(), 23, "{fields:?}");
         assert_eq!(Config::env_name("data_dir"), "SOFTPHONE_DATA");
         assert_eq!(Config::env_name("leeway"), "SOFTPHONE_LEEWAY");
         // A path that reads as a number is still a path.

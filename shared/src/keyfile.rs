@@ -196,6 +196,9 @@ fn write_private(path: &Path, bytes: &[u8], existing: Existing) -> std::io::Resu
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
     file.write_all(bytes)?;
+    // Owned like its directory before it is visible: a daemon that reloads the
+    // moment it appears must be able to read it.
+    crate::ownership::adopt_open(file.as_file(), path)?;
     file.as_file().sync_all()?;
     match existing {
         Existing::Replace => file.persist(path).map(drop),

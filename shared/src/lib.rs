@@ -9,6 +9,7 @@ pub mod error;
 pub mod keyfile;
 pub mod keys;
 pub mod live_keys;
+pub mod ownership;
 pub mod password;
 pub mod paths;
 pub mod seclog;

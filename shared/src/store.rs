@@ -112,6 +112,20 @@ pub struct NewSession<'a> {
     pub created: i64,
     pub expires: i64,
     pub refresh_jti: &'a str,
+    /// Built-in users: the password hash the login was checked against. The
+    /// session is created only if the user still has it and is enabled, so a
+    /// `user passwd` or `user disable` that commits during the check wins.
+    pub password_hash: Option<&'a str>,
+}
+
+/// What [`Store::create_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The session exists; this many older sessions of the user were revoked.
+    Session { revoked: usize },
+    /// The built-in user's password or state changed while the login was
+    /// checked: no session.
+    CredentialChanged,
 }
 
 /// The outcome of presenting a refresh token.
@@ -261,10 +275,21 @@ impl Store {
     /// Creates a session and, in the same transaction, revokes the user's oldest
     /// active sessions beyond `max_per_user` (the new one counts and is never
     /// the one revoked). Returns how many were revoked.
-    pub fn create_session(&mut self, s: &NewSession<'_>, max_per_user: usize) -> Result<usize> {
+    pub fn create_session(&mut self, s: &NewSession<'_>, max_per_user: usize) -> Result<Created> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(hash) = s.password_hash {
+            let unchanged: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM users
+                     WHERE username = ?1 AND password_hash = ?2 AND NOT disabled)",
+                )?
+                .query_row(params![s.username, hash], |r| r.get(0))?;
+            if !unchanged {
+                return Ok(Created::CredentialChanged);
+            }
+        }
         let seq = next_seq(&tx)?;
         tx.execute(
             "INSERT INTO sessions (sid, user_id, username, role, cred_tag, created, expires, refresh_cur, change_seq)
@@ -287,15 +312,17 @@ impl Store {
         for sid in &over {
             revoke_in(
                 &tx,
-                "sid = ?1",
-                [sid],
+                "sid = ?4",
+                &[sid],
                 RevokeReason::SessionLimit,
                 s.created,
             )?;
         }
         tx.commit()?;
         self.epoch.bump();
-        Ok(over.len())
+        Ok(Created::Session {
+            revoked: over.len(),
+        })
     }
 
     pub fn session(&self, sid: &str) -> Result<Option<Session>> {
@@ -366,7 +393,7 @@ impl Store {
                 params![sid, new_jti, new_expires, next_seq(&tx)?],
             )?;
         } else {
-            revoke_in(&tx, "sid = ?1", [sid], RevokeReason::RefreshReuse, now)?;
+            revoke_in(&tx, "sid = ?4", &[sid], RevokeReason::RefreshReuse, now)?;
             tx.commit()?;
             self.epoch.bump();
             return Ok(Rotation::ReuseDetected);
@@ -396,7 +423,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = revoke_in(&tx, "sid = ?1", [sid], reason, now)?;
+        let changed = revoke_in(&tx, "sid = ?4", &[sid], reason, now)?;
         tx.commit()?;
         if changed > 0 {
             self.epoch.bump();
@@ -414,12 +441,52 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = revoke_in(&tx, "username = ?1", [username], reason, now)?;
+        let changed = revoke_in(&tx, "username = ?4", &[username], reason, now)?;
         tx.commit()?;
         if changed > 0 {
             self.epoch.bump();
         }
         Ok(changed)
+    }
+
+    /// Revokes the active sessions of a user that were opened with one
+    /// credential (by its tag): those a changed password or a disabled account
+    /// in an external user source ends.
+    pub fn revoke_credential(
+        &mut self,
+        username: &str,
+        cred_tag: &str,
+        reason: RevokeReason,
+        now: i64,
+    ) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = revoke_in(
+            &tx,
+            "username = ?4 AND cred_tag = ?5",
+            &[username, cred_tag],
+            reason,
+            now,
+        )?;
+        tx.commit()?;
+        if changed > 0 {
+            self.epoch.bump();
+        }
+        Ok(changed)
+    }
+
+    /// The distinct (username, credential tag) pairs of the active sessions: what
+    /// a check against an external user source has to look at.
+    pub fn active_credentials(&self, now: i64) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT username, cred_tag FROM sessions
+             WHERE revoked_seq IS NULL AND expires >= ?1",
+        )?;
+        let rows = stmt
+            .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
     }
 
     /// Active (unrevoked, unexpired) sessions, for admin listing and sweeps.
@@ -520,6 +587,39 @@ impl Store {
         )
     }
 
+    /// Replaces a built-in user's hash by one of the same password at a new cost,
+    /// unless the hash changed meanwhile (then nothing happens and this returns
+    /// false). The user's sessions keep working: those tagged with any of
+    /// `old_tags` get `new_tag`, the tag of the new hash.
+    pub fn rehash_user(
+        &mut self,
+        username: &str,
+        old_hash: &str,
+        new_hash: &str,
+        old_tags: &[String],
+        new_tag: &str,
+    ) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let replaced = tx.execute(
+            "UPDATE users SET password_hash = ?3 WHERE username = ?1 AND password_hash = ?2",
+            params![username, old_hash, new_hash],
+        )?;
+        if replaced == 0 {
+            return Ok(false);
+        }
+        for tag in old_tags {
+            tx.execute(
+                "UPDATE sessions SET cred_tag = ?3
+                 WHERE username = ?1 AND cred_tag = ?2 AND revoked_seq IS NULL",
+                params![username, tag, new_tag],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Disables or enables a user; disabling revokes its sessions, atomically.
     pub fn set_disabled(&mut self, username: &str, disabled: bool, now: i64) -> Result<usize> {
         let sql = "UPDATE users SET disabled = ?2, updated = ?3 WHERE username = ?1";
@@ -554,7 +654,7 @@ impl Store {
         if tx.execute(sql, values)? == 0 {
             return Err(Error::NotFound(format!("user {username}")));
         }
-        let revoked = revoke_in(&tx, "username = ?1", [username], reason, now)?;
+        let revoked = revoke_in(&tx, "username = ?4", &[username], reason, now)?;
         tx.commit()?;
         if revoked > 0 {
             self.epoch.bump();
@@ -584,19 +684,23 @@ fn next_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64> {
 }
 
 /// Marks the matching active sessions revoked under one new sequence number.
+/// `filter` names its `values` as ?4, ?5, … (?1 to ?3 are taken).
 fn revoke_in(
     tx: &rusqlite::Transaction<'_>,
     filter: &str,
-    value: [&str; 1],
+    values: &[&str],
     reason: RevokeReason,
     now: i64,
 ) -> Result<usize> {
     let seq = next_seq(tx)?;
     let sql = format!(
-        "UPDATE sessions SET revoked_seq = ?2, change_seq = ?2, revoked_at = ?3, revoke_reason = ?4
+        "UPDATE sessions SET revoked_seq = ?1, change_seq = ?1, revoked_at = ?2, revoke_reason = ?3
          WHERE {filter} AND revoked_seq IS NULL"
     );
-    Ok(tx.execute(&sql, params![value[0], seq, now, reason.as_str()])?)
+    let reason = reason.as_str();
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&seq, &now, &reason];
+    all.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+    Ok(tx.execute(&sql, all.as_slice())?)
 }
 
 const SESSION_COLUMNS: &str =
@@ -654,19 +758,21 @@ mod tests {
                         created,
                         expires: created + 3600,
                         refresh_jti: "r",
+                        password_hash: None,
                     },
                     cap,
                 )
                 .unwrap()
         };
-        assert_eq!(login("a1", "201", 100, 3), 0);
-        assert_eq!(login("b1", "202", 101, 3), 0);
-        assert_eq!(login("a2", "201", 102, 3), 0);
-        assert_eq!(login("a3", "201", 103, 3), 0);
-        assert_eq!(login("a4", "201", 104, 3), 1);
+        let revoked = |n| Created::Session { revoked: n };
+        assert_eq!(login("a1", "201", 100, 3), revoked(0));
+        assert_eq!(login("b1", "202", 101, 3), revoked(0));
+        assert_eq!(login("a2", "201", 102, 3), revoked(0));
+        assert_eq!(login("a3", "201", 103, 3), revoked(0));
+        assert_eq!(login("a4", "201", 104, 3), revoked(1));
         // A lower cap takes the two oldest left; the new session stays even
         // when its clock is behind.
-        assert_eq!(login("a5", "201", 50, 2), 2);
+        assert_eq!(login("a5", "201", 50, 2), revoked(2));
         let active: Vec<String> = store
             .active_sessions(0)
             .unwrap()
@@ -684,6 +790,63 @@ mod tests {
             assert_eq!(active.contains(&sid.to_owned()), live, "{sid}: {active:?}");
             assert_eq!(store.session_active(sid).unwrap(), live, "{sid}");
         }
+    }
+
+    /// A login checked against a built-in user's hash makes no session when the
+    /// password or the account changed meanwhile; revoking by credential tag
+    /// ends exactly that credential's sessions.
+    #[test]
+    fn sessions_follow_the_credential_they_were_opened_with() {
+        let dir = TestDir::new("store-credential");
+        let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
+        store.add_user("201", "hash-1", "user", 1).unwrap();
+        let login = |store: &mut Store, sid: &str, tag: &str, hash: Option<&str>| {
+            store
+                .create_session(
+                    &NewSession {
+                        sid,
+                        user_id: 1,
+                        username: "201",
+                        role: "user",
+                        cred_tag: tag,
+                        created: 10,
+                        expires: 3600,
+                        refresh_jti: "r",
+                        password_hash: hash,
+                    },
+                    usize::MAX,
+                )
+                .unwrap()
+        };
+        let made = Created::Session { revoked: 0 };
+        assert_eq!(login(&mut store, "s1", "t1", Some("hash-1")), made);
+        store.set_password("201", "hash-2", 20).unwrap();
+        assert_eq!(
+            login(&mut store, "s2", "t1", Some("hash-1")),
+            Created::CredentialChanged
+        );
+        assert_eq!(login(&mut store, "s3", "t2", Some("hash-2")), made);
+        store.set_disabled("201", true, 30).unwrap();
+        assert_eq!(
+            login(&mut store, "s4", "t2", Some("hash-2")),
+            Created::CredentialChanged
+        );
+        assert!(!store.session_active("s2").unwrap());
+        assert!(!store.session_active("s4").unwrap());
+
+        // External sources: sessions carry the tag, and only that tag's end.
+        assert_eq!(login(&mut store, "x1", "old", None), made);
+        assert_eq!(login(&mut store, "x2", "new", None), made);
+        let pairs = store.active_credentials(0).unwrap();
+        assert!(pairs.contains(&("201".into(), "old".into())), "{pairs:?}");
+        assert_eq!(
+            store
+                .revoke_credential("201", "old", RevokeReason::CredentialsChanged, 40)
+                .unwrap(),
+            1
+        );
+        assert!(!store.session_active("x1").unwrap());
+        assert!(store.session_active("x2").unwrap());
     }
 
     /// A database made by schema 1 is upgraded in place, and the verifier's view

@@ -1,7 +1,7 @@
 //! `softphone-verifier`: load the config, the key and the revocation list, then
 //! answer nginx until SIGTERM. SIGHUP reloads the key and reopens the log.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use softphone_shared::config::Config;
 use softphone_shared::live_keys::LiveKeys;
+use softphone_shared::paths::SYSTEM_CONFIG;
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
 use softphone_shared::unix_now;
@@ -22,7 +23,8 @@ use softphone_verifier::{Error, Result, listener};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// TOML config file (default: built-in defaults; `SOFTPHONE_*` variables override)
+    /// TOML config file (default: /etc/softphone-backend/softphone.toml if it exists,
+    /// else built-in defaults; `SOFTPHONE_*` variables override)
     #[arg(long, env = "SOFTPHONE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -39,7 +41,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let config_file = Config::locate(args.config.as_deref(), Path::new(SYSTEM_CONFIG));
+    let config = Config::load(config_file.as_deref())?;
     // First, so that every thread started below inherits it.
     let sched = softphone_verifier::sched::batch();
     let keys = LiveKeys::open(&config.key_file(), "softphone-verifier")?;

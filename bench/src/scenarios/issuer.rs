@@ -116,25 +116,50 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
 
     // Profile while 64 connections flood logins with wrong passwords from many
     // (username, address) pairs, so the throttle does not simply answer 429.
-    let mut idle_plan = plan(settings, d.issuer, vec![profile_request.clone()]);
-    idle_plan.connections = 8;
-    let idle = measure("issuer: profile, idle", &idle_plan)?;
-    let flood_requests: Vec<Request> = (0..2000)
+    let flood = bad_login_flood("flood", 2000);
+    under_flood(
+        settings,
+        d.issuer,
+        report,
+        ("issuer-profile", "GET profile", profile_request),
+        &flood,
+    )?;
+    Ok(())
+}
+
+/// `count` logins with wrong passwords, each for its own username (`prefix` +
+/// number) from its own address.
+pub(crate) fn bad_login_flood(prefix: &str, count: usize) -> Vec<Request> {
+    (0..count)
         .map(|i| {
             let ip = format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256);
             Request {
-                bytes: login_bytes(&format!("flood{i}"), "wrong", &[("X-Real-IP", &ip)]),
+                bytes: login_bytes(&format!("{prefix}{i}"), "wrong", &[("X-Real-IP", &ip)]),
                 expect: None,
             }
         })
-        .collect();
-    let mut flood_plan = plan(settings, d.issuer, flood_requests);
+        .collect()
+}
+
+/// Measures `probe` (scenario, label, request) on 8 connections idle and again
+/// while 64 connections send `flood` to `addr`, and holds the p99 ratio to 2.
+pub(crate) fn under_flood(
+    settings: &Settings,
+    addr: std::net::SocketAddr,
+    report: &mut Report,
+    (scenario, label, probe): (&str, &str, Request),
+    flood: &[Request],
+) -> Result<(), String> {
+    let mut probe_plan = plan(settings, addr, vec![probe]);
+    probe_plan.connections = 8;
+    let idle = measure(&format!("{scenario}, idle"), &probe_plan)?;
+    let mut flood_plan = plan(settings, addr, flood.to_vec());
     flood_plan.connections = 64;
     let progress = AtomicU64::new(0);
     let (flooded, flood) = std::thread::scope(|scope| {
         let flood = scope.spawn(|| load::run(&flood_plan, &progress));
         std::thread::sleep(Duration::from_millis(200));
-        let flooded = measure("issuer: profile, login flood", &idle_plan);
+        let flooded = measure(&format!("{scenario}, login flood"), &probe_plan);
         (flooded, flood.join())
     });
     let flooded = flooded?;
@@ -143,14 +168,14 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         .map_err(|e| e.to_string())?;
     let ratio = flooded.percentile_ms(0.99) / idle.percentile_ms(0.99).max(0.001);
     report.add(Row::new(
-        "issuer-profile-idle",
-        "GET profile, 8 connections",
+        &format!("{scenario}-idle"),
+        &format!("{label}, 8 connections"),
         None,
         &idle,
     ));
     report.add(Row::new(
-        "issuer-profile-flood",
-        "GET profile, 8 connections, during a 64-connection bad-login flood",
+        &format!("{scenario}-flood"),
+        &format!("{label}, 8 connections, during a 64-connection bad-login flood"),
         None,
         &flooded,
     ));
@@ -160,7 +185,7 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         flood.rate()
     ));
     report.target(Target::at_most(
-        "profile p99 under a login flood / idle",
+        &format!("{scenario} p99 under a login flood / idle"),
         ratio,
         2.0,
     ));
@@ -169,7 +194,7 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
 
 /// A login request for `username` and `password`, with `headers` after its
 /// `Content-Type`.
-fn login_bytes(username: &str, password: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn login_bytes(username: &str, password: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
     let headers: Vec<(&str, &str)> = [("Content-Type", "application/json")]
         .iter()

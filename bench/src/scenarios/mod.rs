@@ -4,6 +4,7 @@
 pub(crate) mod generator;
 pub(crate) mod issuer;
 pub(crate) mod media;
+pub(crate) mod mikopbx;
 pub(crate) mod nchan;
 pub(crate) mod peers;
 pub(crate) mod verifier;

@@ -28,7 +28,7 @@ fn passwd_disable_and_revoke_end_sessions_at_once() {
     );
     assert!(!list.contains("pbkdf2"), "hashes are not listed: {list}");
     let (_, count) = d.admin(&["user", "count"], "");
-    assert_eq!(count.trim(), "2");
+    assert_eq!(count.lines().next(), Some("2"), "stdout first: {count}");
 
     // passwd
     let (a1, _) = d.tokens(USER, PASSWORD);
@@ -61,4 +61,83 @@ fn passwd_disable_and_revoke_end_sessions_at_once() {
     assert!(!ok, "{out}");
 
     d.assert_logs_clean(&[PASSWORD, "new-password", "alice-password"]);
+}
+
+/// Run from elsewhere (another data directory than the daemons'), the commands
+/// that need the database refuse and create nothing; every command names the
+/// database it acts on.
+#[test]
+fn admin_commands_name_their_database_and_never_make_an_empty_one() {
+    let d = Daemons::start("admin-files");
+    d.add_user(USER, PASSWORD);
+    let database = d.database().display().to_string();
+    let (ok, out) = d.admin(&["session", "list"], "");
+    assert!(ok && out.contains(&database), "{out}");
+
+    let elsewhere = softphone_testkit::TestDir::new("admin-elsewhere");
+    let data = elsewhere.path().join("var");
+    for args in [
+        &["session", "list"][..],
+        &["session", "revoke", "--user", USER],
+        &["user", "list"],
+        &["user", "count"],
+        &["user", "disable", USER],
+        &["user", "passwd", USER],
+    ] {
+        let mut cmd = d.command("softphone-issuer");
+        cmd.env("SOFTPHONE_DATA", &data).args(args);
+        let (ok, out) = softphone_testkit::run_with_input(&mut cmd, "pw\n");
+        assert!(!ok, "{args:?}: {out}");
+        assert!(out.contains("no database at"), "{args:?}: {out}");
+        assert!(
+            !data.join("db/softphone.db").exists(),
+            "{args:?} made a database"
+        );
+    }
+    // The daemons' database is untouched: the user is still there and enabled.
+    assert_eq!(d.login(USER, PASSWORD).status, 200);
+}
+
+/// An operator runs the commands as root while the data directory belongs to
+/// the daemons' user: the key, the previous-keys file and the epoch file it
+/// writes end up owned like their directory, so the daemons can read them.
+#[test]
+fn files_written_by_root_are_owned_like_their_directory() {
+    let id = std::process::Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&id.stdout).trim(),
+        "0",
+        "this test runs as root (as CI does): it gives files away"
+    );
+    let mut d = Daemons::start("admin-owner");
+    d.add_user(USER, PASSWORD);
+    d.stop();
+    // nobody:nogroup stands for the `softphone` user.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(d.data_dir())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::remove_file(d.epoch_file()).unwrap();
+
+    let (ok, out) = d.admin(&["key", "rotate"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = d.admin(&["user", "disable", USER], "");
+    assert!(ok, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    for file in [
+        d.key_file(),
+        d.previous_keys_file(),
+        d.epoch_file(),
+        d.database(),
+    ] {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (65534, 65534),
+            "{}",
+            file.display()
+        );
+    }
 }

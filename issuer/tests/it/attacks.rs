@@ -829,6 +829,9 @@ fn a_wrong_password_flood_leaves_profile_and_refresh_answering() {
                 if last {
                     return answered;
                 }
+                // Within one session's refresh bound (10 back to back, then one
+                // per 6 s) for a flood of up to 30 s.
+                std::thread::sleep(Duration::from_secs(2));
             }
         })
     };

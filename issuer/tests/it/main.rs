@@ -8,6 +8,7 @@
 mod admin;
 mod attacks;
 mod bad_input;
+mod credentials;
 mod disk_full;
 mod durability;
 mod flow;

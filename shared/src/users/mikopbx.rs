@@ -1,7 +1,16 @@
 //! MikoPBX as the user source, read-only: a login is a SIP peer's extension and
 //! secret from `m_Sip`; the user id is `m_Extensions.userid` of that number.
+//!
+//! One long-lived read-only handle per PBX database. Opening the file parses its
+//! whole schema (~0.7 ms on MikoPBX's 63 tables), which a login flood must not be
+//! able to multiply; so the handle stays open and is reopened only when the file
+//! was replaced (MikoPBX's configuration restore writes a new file). One lookup
+//! runs at a time: they take microseconds, and the mutex bounds what a flood can
+//! make the PBX database do.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -9,45 +18,123 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::users::{Credential, Secret, User};
 use crate::{Error, Result};
 
-/// Opens the PBX database for each lookup: MikoPBX rewrites it on configuration
-/// restores, and a login every few seconds does not need a pooled handle.
-pub fn find(path: &Path, username: &str) -> Result<Option<Credential>> {
+const FIND: &str = "SELECT CAST(s.id AS INTEGER),
+        CAST(e.userid AS INTEGER),
+        CAST(s.secret AS TEXT),
+        COALESCE(CAST(s.disabled AS TEXT), '0')
+    FROM m_Sip AS s
+    LEFT JOIN m_Extensions AS e ON CAST(e.number AS TEXT) = CAST(s.extension AS TEXT)
+    WHERE s.type = 'peer' AND CAST(s.extension AS TEXT) = ?1
+    ORDER BY s.id LIMIT 1";
+
+pub struct PbxDatabase {
+    path: PathBuf,
+    open: Mutex<Option<Handle>>,
+}
+
+struct Handle {
+    conn: Connection,
+    /// (device, inode) of the file this handle reads: a different pair at the
+    /// path means the file was replaced.
+    file: (u64, u64),
+    /// `PRAGMA data_version` when [`PbxDatabase::changed`] last looked.
+    seen_version: Option<i64>,
+}
+
+impl std::fmt::Debug for PbxDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PbxDatabase")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PbxDatabase {
+    /// Nothing is opened yet: the PBX database may appear after the issuer starts.
+    pub fn new(path: &Path) -> PbxDatabase {
+        PbxDatabase {
+            path: path.to_owned(),
+            open: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Looks a login name up.
+    pub fn find(&self, username: &str) -> Result<Option<Credential>> {
+        self.with_handle(|handle| {
+            let row = handle
+                .conn
+                .prepare_cached(FIND)?
+                .query_row([username], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .optional()?;
+            Ok(row.map(|(sip_id, user_id, secret, disabled)| Credential {
+                user: User {
+                    id: user_id.filter(|id| *id > 0).unwrap_or(sip_id),
+                    username: username.to_owned(),
+                    role: "user".to_owned(),
+                },
+                // An empty secret never matches: the login handler refuses empty
+                // passwords.
+                secret: Secret::Plain(secret.unwrap_or_default()),
+                disabled: disabled == "1",
+            }))
+        })
+    }
+
+    /// Whether the PBX database may have changed since the last call: another
+    /// connection committed (SQLite's `data_version`), or the file was replaced.
+    /// The first call answers true.
+    pub fn changed(&self) -> Result<bool> {
+        self.with_handle(|handle| {
+            let version: i64 = handle
+                .conn
+                .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            Ok(handle.seen_version.replace(version) != Some(version))
+        })
+    }
+
+    /// Runs `f` on the open handle, (re)opening the file first when it is new.
+    fn with_handle<T>(&self, f: impl FnOnce(&mut Handle) -> rusqlite::Result<T>) -> Result<T> {
+        let failed =
+            |e: &dyn std::fmt::Display| Error::UserSource(format!("{}: {e}", self.path.display()));
+        let meta = std::fs::metadata(&self.path).map_err(|e| failed(&e))?;
+        let file = (meta.dev(), meta.ino());
+        let mut slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let handle = match slot.take() {
+            Some(handle) if handle.file == file => slot.insert(handle),
+            // None yet, or a replaced file (the old handle still reads the
+            // unlinked original): open the file at the path now.
+            _ => slot.insert(Handle {
+                conn: open(&self.path).map_err(|e| failed(&e))?,
+                file,
+                seen_version: None,
+            }),
+        };
+        let result = f(handle);
+        if result.is_err() {
+            // Whatever went wrong (a damaged file, a schema MikoPBX changed), the
+            // next lookup starts from a fresh handle.
+            *slot = None;
+        }
+        result.map_err(|e| failed(&e))
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::UserSource(format!("{}: {e}", path.display())))?;
+    )?;
     conn.busy_timeout(Duration::from_secs(2))?;
-    let row = conn
-        .query_row(
-            "SELECT CAST(s.id AS INTEGER),
-                    CAST(e.userid AS INTEGER),
-                    CAST(s.secret AS TEXT),
-                    COALESCE(CAST(s.disabled AS TEXT), '0')
-             FROM m_Sip AS s
-             LEFT JOIN m_Extensions AS e ON CAST(e.number AS TEXT) = CAST(s.extension AS TEXT)
-             WHERE s.type = 'peer' AND CAST(s.extension AS TEXT) = ?1
-             ORDER BY s.id LIMIT 1",
-            [username],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )
-        .optional()
-        .map_err(|e| Error::UserSource(format!("{}: {e}", path.display())))?;
-    Ok(row.map(|(sip_id, user_id, secret, disabled)| Credential {
-        user: User {
-            id: user_id.filter(|id| *id > 0).unwrap_or(sip_id),
-            username: username.to_owned(),
-            role: "user".to_owned(),
-        },
-        // An empty secret never matches: the login handler refuses empty passwords.
-        secret: Secret::Plain(secret.unwrap_or_default()),
-        disabled: disabled == "1",
-    }))
+    Ok(conn)
 }

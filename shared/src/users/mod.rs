@@ -1,7 +1,7 @@
 //! Where logins are checked: our own `users` table or a MikoPBX database.
 //!
-//! A login is two steps so the caller can run them in different places: [`find`]
-//! is a quick database read, [`Credential::check`] is the slow, constant-time part
+//! A login is two steps so the caller can run them in different places: a lookup
+//! ([`builtin::find`], [`mikopbx::PbxDatabase::find`]) is a quick database read, [`Credential::check`] is the slow, constant-time part
 //! (PBKDF2 for built-in users). Unknown users go through the same slow path against
 //! a dummy, so "no such user" and "wrong password" cannot be told apart.
 
@@ -10,10 +10,8 @@ pub mod mikopbx;
 
 use ring::hmac;
 
-use crate::Result;
 use crate::config::UserSource;
 use crate::keys::{self, Key, KeyRing};
-use crate::store::Store;
 
 /// Who a token is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +48,37 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// Checks a password. Disabled users fail, after the same work as the others.
-    pub fn check(&self, password: &str) -> bool {
+    /// Checks a password; a hash costs at least `iterations` rounds (see
+    /// [`crate::password::verify`]). Disabled users fail, after the same work as
+    /// the others.
+    pub fn check(&self, password: &str, iterations: u32) -> bool {
         let matches = match &self.secret {
-            Secret::Hash(stored) => crate::password::verify(password, stored),
+            Secret::Hash(stored) => crate::password::verify(password, stored, iterations).matches,
             Secret::Plain(secret) => constant_time_eq(password.as_bytes(), secret.as_bytes()),
         };
         matches && !self.disabled
+    }
+
+    /// The stored hash of a built-in user (what a new session is bound to).
+    pub fn password_hash(&self) -> Option<&str> {
+        match &self.secret {
+            Secret::Hash(stored) => Some(stored),
+            Secret::Plain(_) => None,
+        }
+    }
+
+    /// The tags this credential's sessions may carry: made with the current key
+    /// or a previous key that still verifies.
+    pub fn live_tags(&self, keys: &KeyRing, now: i64) -> Vec<String> {
+        std::iter::once(keys.current())
+            .chain(
+                keys.previous()
+                    .iter()
+                    .filter(|(_, until)| !keys::retired(*until, now))
+                    .map(|(key, _)| key),
+            )
+            .map(|key| self.tag(key))
+            .collect()
     }
 
     /// A fingerprint of the credential, stored with each session: when the password
@@ -78,18 +100,14 @@ impl Credential {
     /// with a previous key; they stay valid, and the caller re-tags them with the
     /// current key so they outlive the previous key's deadline.
     pub fn tag_match(&self, keys: &KeyRing, stored: &str, now: i64) -> TagMatch {
-        if self.tag(keys.current()) == stored {
-            return TagMatch::Current;
-        }
-        let previous = keys
-            .previous()
+        match self
+            .live_tags(keys, now)
             .iter()
-            .filter(|(_, until)| !keys::retired(*until, now))
-            .any(|(key, _)| self.tag(key) == stored);
-        if previous {
-            TagMatch::Previous
-        } else {
-            TagMatch::NoMatch
+            .position(|tag| tag == stored)
+        {
+            Some(0) => TagMatch::Current,
+            Some(_) => TagMatch::Previous,
+            None => TagMatch::NoMatch,
         }
     }
 }
@@ -105,18 +123,12 @@ pub enum TagMatch {
 /// Spends the time a real check would, for a login whose user was not found.
 pub fn check_missing(source: &UserSource, password: &str, iterations: u32) {
     match source {
-        UserSource::Builtin => crate::password::verify_dummy(password, iterations),
+        UserSource::Builtin => {
+            crate::password::verify_dummy(password, iterations);
+        }
         UserSource::MikoPbx(_) => {
             let _ = constant_time_eq(password.as_bytes(), b"0000000000000000000000000000000");
         }
-    }
-}
-
-/// Looks a login name up in the configured source.
-pub fn find(source: &UserSource, store: &Store, username: &str) -> Result<Option<Credential>> {
-    match source {
-        UserSource::Builtin => builtin::find(store, username),
-        UserSource::MikoPbx(path) => mikopbx::find(path, username),
     }
 }
 

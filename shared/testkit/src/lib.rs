@@ -247,6 +247,9 @@ impl Daemons {
             ),
             ("SOFTPHONE_ISSUER_LISTEN", self.issuer.to_string()),
             ("SOFTPHONE_VERIFIER_LISTEN", self.verifier.to_string()),
+            // Tests send hundreds of refused logins; they wait for the delay
+            // only where it is what they test (`Options::with` overrides).
+            ("SOFTPHONE_LOGIN_FAILURE_DELAY_MS", "0".to_owned()),
         ];
         own.into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -335,6 +338,12 @@ impl Daemons {
         );
     }
 
+    /// Sets a variable for the daemons and commands started from now on (the
+    /// running ones keep theirs).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.options.env.push((name.to_owned(), value.to_owned()));
+    }
+
     pub fn issuer_child(&mut self) -> &mut Child {
         self.issuer_child.as_mut().unwrap()
     }
@@ -345,20 +354,7 @@ impl Daemons {
 
     /// Runs `softphone-issuer <args>` with `stdin` and returns (success, stdout+stderr).
     pub fn admin(&self, args: &[&str], stdin: &str) -> (bool, String) {
-        let mut child = self
-            .command("softphone-issuer")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A command that fails early does not read its input: ignore a broken pipe.
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        let out = child.wait_with_output().unwrap();
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        run_with_input(self.command("softphone-issuer").args(args), stdin)
     }
 
     pub fn add_user(&self, username: &str, password: &str) {
@@ -468,6 +464,22 @@ fn kill(mut child: Child) {
     let _ = child.wait();
 }
 
+/// Runs `cmd` with `stdin` as its input; returns (success, stdout + stderr).
+pub fn run_with_input(cmd: &mut Command, stdin: &str) -> (bool, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that fails early does not read its input: ignore a broken pipe.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// A command for `program`, run under `taskset -c cpus` when pinned.
 pub fn pinned(cpus: Option<&str>, program: &Path) -> Command {
     match cpus {
@@ -514,6 +526,7 @@ pub fn insert_session(store: &mut softphone_shared::store::Store, sid: &str, now
                 created: now,
                 expires: now + 3600,
                 refresh_jti: "r",
+                password_hash: None,
             },
             usize::MAX,
         )

@@ -62,3 +62,17 @@ pub fn create(path: &Path, peers: &[Peer<'_>]) {
         .unwrap();
     }
 }
+
+/// Adds `count` tables unrelated to logins, so that opening the file parses a
+/// schema the size of a real MikoPBX database's (63 tables).
+pub fn pad_schema(path: &Path, count: usize) {
+    let conn = Connection::open(path).unwrap();
+    for i in 0..count {
+        conn.execute_batch(&format!(
+            "CREATE TABLE m_Padding{i} (id INTEGER PRIMARY KEY AUTOINCREMENT, name VARCHAR(255),
+                 description TEXT, value VARCHAR(255), priority INTEGER, disabled VARCHAR(1));
+             CREATE INDEX m_Padding{i}_name ON m_Padding{i} (name);"
+        ))
+        .unwrap();
+    }
+}

@@ -163,6 +163,7 @@ pub fn verifier(dir: &Path) -> Verifier {
                     created: NOW - 60,
                     expires: NOW + 30 * 86_400,
                     refresh_jti: "r",
+                    password_hash: None,
                 },
                 usize::MAX,
             )

@@ -1,0 +1,114 @@
+//! With the `mikopbx` user source the PBX database is the truth about who may log
+//! in. When it changes (a secret changed, a peer disabled or removed), the
+//! sessions opened with the old credential end within [`INTERVAL`] plus a sweep,
+//! not at their next refresh: the watcher compares each active session's
+//! credential tag with the PBX's current credential and revokes those that no
+//! longer match, which the verifier honours from its next request.
+//!
+//! A change is noticed through SQLite's `data_version` (another connection
+//! committed) or a replaced file, so an idle PBX costs one pragma per tick. The
+//! sweep reads one PBX row per user with active sessions, not per session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use softphone_shared::store::RevokeReason;
+use softphone_shared::unix_now;
+use softphone_shared::users::TagMatch;
+
+use crate::state::App;
+use crate::{Error, Result};
+use tokio::task::spawn_blocking;
+
+/// How often the PBX database is looked at.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+
+pub async fn watch(app: Arc<App>) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match sweep(&app).await {
+            Ok(revoked) => {
+                if failing {
+                    eprintln!("softphone-issuer: the PBX database is readable again");
+                }
+                failing = false;
+                if revoked > 0 {
+                    eprintln!(
+                        "softphone-issuer: the PBX database changed: {revoked} session(s) revoked"
+                    );
+                }
+            }
+            // Said once, not every tick while the file is missing.
+            Err(e) if !failing => {
+                failing = true;
+                eprintln!(
+                    "softphone-issuer: cannot follow the PBX database, no session revoked: {e}"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Revokes the active sessions whose credential the PBX no longer has; returns
+/// how many. Nothing is revoked when the PBX database cannot be read: a missing
+/// file must not end every session.
+pub async fn sweep(app: &App) -> Result<usize> {
+    let Some(pbx) = app.pbx() else {
+        return Ok(0);
+    };
+    let changed = {
+        let pbx = Arc::clone(&pbx);
+        spawn_blocking(move || pbx.others.changed())
+            .await
+            .map_err(joined)??
+    };
+    if !changed {
+        return Ok(0);
+    }
+    let now = unix_now();
+    let pairs = app
+        .read(move |store| store.active_credentials(now))
+        .await
+        .map_err(|_| Error::Store)?;
+    let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (username, tag) in pairs {
+        by_user.entry(username).or_default().push(tag);
+    }
+    let keys = app.keys();
+    let stale = spawn_blocking(move || -> softphone_shared::Result<_> {
+        let mut stale = Vec::new();
+        for (username, tags) in by_user {
+            let current = pbx.others.find(&username)?.filter(|c| !c.disabled);
+            for tag in tags {
+                let reason = match &current {
+                    None => RevokeReason::UserDisabled,
+                    Some(c) if c.tag_match(&keys, &tag, now) == TagMatch::NoMatch => {
+                        RevokeReason::CredentialsChanged
+                    }
+                    Some(_) => continue,
+                };
+                stale.push((username.clone(), tag, reason));
+            }
+        }
+        Ok(stale)
+    })
+    .await
+    .map_err(joined)??;
+    let mut revoked = 0;
+    for (username, tag, reason) in stale {
+        revoked += app
+            .write(move |store| store.revoke_credential(&username, &tag, reason, now))
+            .await
+            .map_err(|_| Error::Store)?;
+    }
+    Ok(revoked)
+}
+
+fn joined(e: tokio::task::JoinError) -> Error {
+    Error::Io(std::io::Error::other(e))
+}
