@@ -119,7 +119,9 @@ impl Segment {
         }
         let mut segment = segment?;
         segment.name.nonce = u64::from_ne_bytes(nonce);
-        segment.nonce_cell().store(segment.name.nonce, Ordering::Release);
+        segment
+            .nonce_cell()
+            .store(segment.name.nonce, Ordering::Release);
         Ok(segment)
     }
 
@@ -269,7 +271,10 @@ impl Epoch {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut value = 0;
         for segment in segments.iter() {
-            value = segment.counter().fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+            value = segment
+                .counter()
+                .fetch_add(1, Ordering::AcqRel)
+                .wrapping_add(1);
         }
         value
     }
@@ -283,7 +288,11 @@ impl Epoch {
     /// Looks at the file (about once a second): follows a new segment it names,
     /// reports damage, and rewrites a file that has been damaged for a while.
     pub fn check(&self) -> FileState {
-        let ours = self.segments.lock().ok().and_then(|s| s.last().map(|s| s.name));
+        let ours = self
+            .segments
+            .lock()
+            .ok()
+            .and_then(|s| s.last().map(|s| s.name));
         let found = read_file(&self.path);
         let mut damaged = self
             .damaged

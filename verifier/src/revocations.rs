@@ -73,8 +73,8 @@ impl Sessions {
     /// Records a row; true when a usable session became revoked.
     fn set(&mut self, sid: Box<str>, expires: i64, revoked: bool) -> bool {
         let was = self.map.insert(sid, (expires, revoked));
-        self.revoked = self.revoked + usize::from(revoked)
-            - usize::from(was.is_some_and(|(_, r)| r));
+        self.revoked =
+            self.revoked + usize::from(revoked) - usize::from(was.is_some_and(|(_, r)| r));
         revoked && was.is_some_and(|(_, r)| !r)
     }
 
@@ -338,9 +338,7 @@ impl Revocations {
         let ended: Vec<Box<str>> = old
             .map
             .into_iter()
-            .filter(|(sid, (expires, revoked))| {
-                !revoked && *expires >= cutoff && set.refused(sid)
-            })
+            .filter(|(sid, (expires, revoked))| !revoked && *expires >= cutoff && set.refused(sid))
             .map(|(sid, _)| sid)
             .collect();
         drop(set);
@@ -384,8 +382,7 @@ impl Revocations {
         };
         let epoch = self.epoch.load();
         let mut reader = self.lock_reader();
-        self.write_sessions()
-            .forget_expired(&self.validation(now));
+        self.write_sessions().forget_expired(&self.validation(now));
         let count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
         if count {
             reader.counted_at = now;

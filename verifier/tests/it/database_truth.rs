@@ -195,8 +195,14 @@ fn survives(name: &str, how: Damage) {
         latencies[latencies.len() - 1]
     );
     assert!(latencies[latencies.len() - 1] < Duration::from_millis(500));
-    assert!(d.verifier_child().try_wait().unwrap().is_none(), "verifier died");
-    assert!(d.issuer_child().try_wait().unwrap().is_none(), "issuer died");
+    assert!(
+        d.verifier_child().try_wait().unwrap().is_none(),
+        "verifier died"
+    );
+    assert!(
+        d.issuer_child().try_wait().unwrap().is_none(),
+        "issuer died"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     for daemon in ["issuer", "verifier"] {
         let log = std::fs::read_to_string(d.stderr_file(daemon)).unwrap();
