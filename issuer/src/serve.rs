@@ -72,12 +72,22 @@ fn reload_on_hangup(
     })
 }
 
-/// Reloads the key within a second of its file changing on disk, as SIGHUP does.
+/// About once a second: reloads the key when its file changed on disk, as SIGHUP
+/// does, and looks at the epoch file (follows a new doorbell, reports and
+/// repairs a damaged file).
 async fn watch_key(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         app.reload_keys_if_changed();
+        let _ = app
+            .write(|store| {
+                if let Some(epoch) = store.epoch() {
+                    epoch.check_and_report("softphone-issuer");
+                }
+                Ok(())
+            })
+            .await;
     }
 }
 

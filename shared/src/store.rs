@@ -56,7 +56,46 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sessions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
     UPDATE sessions SET change_seq = COALESCE(revoked_seq, 0);
     CREATE INDEX sessions_change ON sessions (change_seq);",
+    // 3: every change to sessions takes a number of the change sequence, also
+    // one made by hand in `sqlite3`: an insert or update that did not take the
+    // latest number gets one, and a deletion leaves a numbered tombstone, so the
+    // verifier's incremental read sees it. (Our own writes take a new, latest
+    // number themselves, so these triggers stay idle for them.)
+    "CREATE TABLE session_deletions (
+        seq INTEGER PRIMARY KEY,
+        sid TEXT NOT NULL,
+        at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TRIGGER sessions_seq_insert AFTER INSERT ON sessions
+    WHEN NEW.change_seq IS NOT (SELECT value FROM meta WHERE key = 'revoke_seq')
+    BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq';
+        UPDATE sessions SET change_seq = (SELECT value FROM meta WHERE key = 'revoke_seq')
+         WHERE sid = NEW.sid;
+    END;
+    CREATE TRIGGER sessions_seq_update AFTER UPDATE ON sessions
+    WHEN NEW.change_seq IS OLD.change_seq
+      OR NEW.change_seq IS NOT (SELECT value FROM meta WHERE key = 'revoke_seq')
+    BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq';
+        UPDATE sessions SET change_seq = (SELECT value FROM meta WHERE key = 'revoke_seq')
+         WHERE sid = NEW.sid;
+        INSERT INTO session_deletions (seq, sid, at)
+        SELECT value, OLD.sid, CAST(strftime('%s', 'now') AS INTEGER) FROM meta
+         WHERE key = 'revoke_seq' AND OLD.sid IS NOT NEW.sid;
+    END;
+    CREATE TRIGGER sessions_seq_delete AFTER DELETE ON sessions
+    BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq';
+        INSERT INTO session_deletions (seq, sid, at)
+        SELECT value, OLD.sid, CAST(strftime('%s', 'now') AS INTEGER) FROM meta
+         WHERE key = 'revoke_seq';
+    END;",
 ];
+
+/// How long a deletion's tombstone is kept: a running verifier reads it within
+/// a second; one that falls further behind re-reads everything anyway.
+const TOMBSTONE_KEEP: i64 = 3600;
 
 /// Why a session was revoked, recorded in the row for operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +190,22 @@ pub struct SessionState {
     pub seq: i64,
 }
 
+/// What changed in sessions since a point of the change sequence, read in one
+/// snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionChanges {
+    /// The latest number of the change sequence: everything up to it is here.
+    pub head: i64,
+    /// Rows changed since, as they are now (expired ones included: the verifier
+    /// drops them).
+    pub rows: Vec<SessionState>,
+    /// Sessions deleted since (a session deleted and made again is also in `rows`).
+    pub deleted: Vec<String>,
+    /// Live sessions (not expired before the cutoff) and how many of them are
+    /// revoked, when asked for: a check that nothing escaped the sequence.
+    pub counts: Option<(usize, usize)>,
+}
+
 /// A built-in user row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -165,7 +220,8 @@ pub struct UserRow {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    epoch: Epoch,
+    /// Writers ring it after each commit; read-only stores have none.
+    epoch: Option<Epoch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -197,7 +253,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut store = Store {
-            epoch: Epoch::open(&Epoch::path_for(path))?,
+            epoch: Some(Epoch::open(&Epoch::path_for(path))?),
             conn,
             path: path.to_path_buf(),
         };
@@ -218,7 +274,7 @@ impl Store {
         )?;
         conn.busy_timeout(Duration::from_secs(2))?;
         let store = Store {
-            epoch: Epoch::open(&Epoch::path_for(path))?,
+            epoch: None,
             conn,
             path: path.to_path_buf(),
         };
@@ -237,8 +293,16 @@ impl Store {
         &self.path
     }
 
-    pub fn epoch(&self) -> &Epoch {
-        &self.epoch
+    /// The doorbell this store rings (none for a read-only store).
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// Rings the doorbell after a commit.
+    fn bump(&self) {
+        if let Some(epoch) = &self.epoch {
+            epoch.bump();
+        }
     }
 
     fn schema_version(&self) -> Result<i64> {
@@ -319,7 +383,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        self.epoch.bump();
+        self.bump();
         Ok(Created::Session {
             revoked: over.len(),
         })
@@ -395,12 +459,12 @@ impl Store {
         } else {
             revoke_in(&tx, "sid = ?4", &[sid], RevokeReason::RefreshReuse, now)?;
             tx.commit()?;
-            self.epoch.bump();
+            self.bump();
             return Ok(Rotation::ReuseDetected);
         }
         tx.commit()?;
         // The session lives longer now: verifiers must not forget it too early.
-        self.epoch.bump();
+        self.bump();
         match self.session(sid)? {
             Some(session) => Ok(Rotation::Rotated(session)),
             None => Ok(Rotation::Invalid),
@@ -426,7 +490,7 @@ impl Store {
         let changed = revoke_in(&tx, "sid = ?4", &[sid], reason, now)?;
         tx.commit()?;
         if changed > 0 {
-            self.epoch.bump();
+            self.bump();
         }
         Ok(changed > 0)
     }
@@ -444,7 +508,7 @@ impl Store {
         let changed = revoke_in(&tx, "username = ?4", &[username], reason, now)?;
         tx.commit()?;
         if changed > 0 {
-            self.epoch.bump();
+            self.bump();
         }
         Ok(changed)
     }
@@ -471,7 +535,7 @@ impl Store {
         )?;
         tx.commit()?;
         if changed > 0 {
-            self.epoch.bump();
+            self.bump();
         }
         Ok(changed)
     }
@@ -502,12 +566,82 @@ impl Store {
     }
 
     /// Deletes sessions that expired more than `grace` seconds ago. Their tokens
-    /// are dead by `exp`, so nobody needs the rows any more.
+    /// are dead by `exp`, so nobody needs the rows any more. Old tombstones go too.
     pub fn purge_expired(&mut self, now: i64, grace: i64) -> Result<usize> {
-        Ok(self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let purged = tx.execute(
             "DELETE FROM sessions WHERE expires < ?1",
             [now.saturating_sub(grace)],
-        )?)
+        )?;
+        tx.execute(
+            "DELETE FROM session_deletions WHERE at < ?1",
+            [now.saturating_sub(TOMBSTONE_KEEP)],
+        )?;
+        tx.commit()?;
+        Ok(purged)
+    }
+
+    /// Everything the verifier needs to bring its view from sequence number
+    /// `after` to now, in one snapshot; with `counts_from`, also the counts of
+    /// sessions expiring at or after it.
+    pub fn session_changes(
+        &mut self,
+        after: i64,
+        counts_from: Option<i64>,
+    ) -> Result<SessionChanges> {
+        let tx = self.conn.transaction()?;
+        let head = tx
+            .prepare_cached("SELECT value FROM meta WHERE key = 'revoke_seq'")?
+            .query_row([], |r| r.get(0))?;
+        let rows = tx
+            .prepare_cached(
+                "SELECT sid, expires, revoked_seq IS NOT NULL, change_seq FROM sessions
+                 WHERE change_seq > ?1 ORDER BY change_seq",
+            )?
+            .query_map([after], state_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let deleted = tx
+            .prepare_cached("SELECT sid FROM session_deletions WHERE seq > ?1 ORDER BY seq")?
+            .query_map([after], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let counts = match counts_from {
+            Some(cutoff) => Some(
+                tx.prepare_cached(
+                    "SELECT count(*), count(revoked_seq) FROM sessions WHERE expires >= ?1",
+                )?
+                .query_row([cutoff], |r| {
+                    Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
+                })?,
+            ),
+            None => None,
+        };
+        tx.commit()?;
+        Ok(SessionChanges {
+            head,
+            rows,
+            deleted,
+            counts,
+        })
+    }
+
+    /// Every session not expired before `cutoff`, with the sequence number the
+    /// snapshot is current for.
+    pub fn all_sessions(&mut self, cutoff: i64) -> Result<(i64, Vec<SessionState>)> {
+        let tx = self.conn.transaction()?;
+        let head = tx
+            .prepare_cached("SELECT value FROM meta WHERE key = 'revoke_seq'")?
+            .query_row([], |r| r.get(0))?;
+        let rows = tx
+            .prepare_cached(
+                "SELECT sid, expires, revoked_seq IS NOT NULL, change_seq FROM sessions
+                 WHERE expires >= ?1",
+            )?
+            .query_map([cutoff], state_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        tx.commit()?;
+        Ok((head, rows))
     }
 
     /// Sessions changed (created, extended or revoked) after sequence number
@@ -518,14 +652,7 @@ impl Store {
              WHERE change_seq > ?1 AND expires >= ?2 ORDER BY change_seq",
         )?;
         let rows = stmt
-            .query_map([after, now], |r| {
-                Ok(SessionState {
-                    sid: r.get(0)?,
-                    expires: r.get(1)?,
-                    revoked: r.get(2)?,
-                    seq: r.get(3)?,
-                })
-            })?
+            .query_map([after, now], state_row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -657,7 +784,7 @@ impl Store {
         let revoked = revoke_in(&tx, "username = ?4", &[username], reason, now)?;
         tx.commit()?;
         if revoked > 0 {
-            self.epoch.bump();
+            self.bump();
         }
         Ok(revoked)
     }
@@ -720,6 +847,15 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         refresh_cur: r.get(8)?,
         refresh_prev: r.get(9)?,
         revoked: r.get(10)?,
+    })
+}
+
+fn state_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionState> {
+    Ok(SessionState {
+        sid: r.get(0)?,
+        expires: r.get(1)?,
+        revoked: r.get(2)?,
+        seq: r.get(3)?,
     })
 }
 

@@ -1,24 +1,42 @@
-//! The sessions a token may belong to, in memory, kept in step with the database
-//! through the epoch: every session that exists and has not expired, with
-//! whether it was revoked. A validly signed token of a session the database does
-//! not know (purged, or minted with a leaked key) is refused like a revoked one,
-//! as the issuer refuses it.
+//! The sessions a token may belong to, in memory, kept in step with the database:
+//! every session that exists and has not expired, with whether it was revoked.
+//! A validly signed token of a session the database does not know (purged,
+//! deleted, or minted with a leaked key) is refused like a revoked one, as the
+//! issuer refuses it.
 //!
 //! Per request: one atomic load of the shared epoch and, for a token not seen
 //! before, one hash lookup. Only when the epoch moved (a login, a refresh, a
 //! revocation) does a request read the changed rows from SQLite, so a logout is
 //! refused from the very next request after its 200.
+//!
+//! Changes nobody announces (made by hand in `sqlite3`, a restored backup) are
+//! found by the upkeep, about once a second: the schema's triggers give every
+//! change, deletions included, a number of the change sequence, so the
+//! upkeep's incremental read sees them; a sequence that went backwards (an older
+//! copy restored) or, every few seconds, counts of live and revoked sessions
+//! that differ from ours (anything that escaped the sequence) make it re-read
+//! every session, into a new set built off-lock and swapped in.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
-use softphone_shared::epoch::Epoch;
-use softphone_shared::store::Store;
+use softphone_shared::epoch::{Epoch, FileState};
+use softphone_shared::store::{SessionState, Store};
 use softphone_shared::token::Validation;
 
 use crate::Result;
+
+/// How long after a change of doorbell (a damaged, rewritten or followed epoch
+/// file) every request is checked against the database: a process started
+/// meanwhile may ring a bell we do not read until its own upkeep (about a
+/// second) follows the file.
+const DISTRUST_SECONDS: i64 = 3;
+/// How often the upkeep compares the database's counts of live and revoked
+/// sessions with ours.
+const COUNT_CHECK_SECONDS: i64 = 5;
+const WHO: &str = "softphone-verifier";
 
 /// "Known and not revoked as of set version N", kept with a cached token.
 #[derive(Debug, Default)]
@@ -28,23 +46,85 @@ pub struct Memo(AtomicU64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
 
+/// sid → (expires, revoked), and how many are revoked.
+#[derive(Default)]
+struct Sessions {
+    map: HashMap<Box<str>, (i64, bool)>,
+    revoked: usize,
+}
+
+impl Sessions {
+    fn build(rows: Vec<SessionState>) -> Sessions {
+        let mut sessions = Sessions {
+            map: HashMap::with_capacity(rows.len()),
+            revoked: 0,
+        };
+        for row in rows {
+            sessions.set(row.sid.into_boxed_str(), row.expires, row.revoked);
+        }
+        sessions
+    }
+
+    /// Whether a token of `sid` is refused.
+    fn refused(&self, sid: &str) -> bool {
+        self.map.get(sid).is_none_or(|&(_, revoked)| revoked)
+    }
+
+    /// Records a row; true when a usable session became revoked.
+    fn set(&mut self, sid: Box<str>, expires: i64, revoked: bool) -> bool {
+        let was = self.map.insert(sid, (expires, revoked));
+        self.revoked =
+            self.revoked + usize::from(revoked) - usize::from(was.is_some_and(|(_, r)| r));
+        revoked && was.is_some_and(|(_, r)| !r)
+    }
+
+    /// Forgets a session; true when it was usable.
+    fn remove(&mut self, sid: &str) -> bool {
+        match self.map.remove(sid) {
+            Some((_, revoked)) => {
+                self.revoked -= usize::from(revoked);
+                !revoked
+            }
+            None => false,
+        }
+    }
+
+    fn forget_expired(&mut self, validation: &Validation) {
+        let mut revoked = 0;
+        self.map.retain(|_, &mut (expires, r)| {
+            let keep = !validation.expired(expires);
+            revoked += usize::from(keep && r);
+            keep
+        });
+        self.revoked = revoked;
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.map.len(), self.revoked)
+    }
+}
+
 struct Reader {
     store: Store,
+    /// The change sequence number the set is current for.
     last_seq: i64,
+    /// When the counts were last compared (unix seconds).
+    counted_at: i64,
 }
 
 pub struct Revocations {
-    /// Our own mapping of the epoch file, read lock-free on every request.
+    /// The shared doorbell, read lock-free on every request.
     epoch: Epoch,
     /// The epoch value the set is known to be current for.
     synced: AtomicU64,
-    /// Set when the epoch file was replaced under us: from then on every request
-    /// asks SQLite (slower, still correct) until the verifier restarts.
+    /// Set while the doorbell cannot be trusted (see [`DISTRUST_SECONDS`]):
+    /// every request asks SQLite (slower, still correct).
     direct: AtomicBool,
+    /// Until when (unix seconds) `direct` stays set.
+    distrust_until: AtomicI64,
     /// Reading revocations failed last time (reported once, not per request).
     failing: AtomicBool,
-    /// sid → (expires, revoked).
-    sessions: RwLock<HashMap<Box<str>, (i64, bool)>>,
+    sessions: RwLock<Sessions>,
     /// Bumped after every change to `sessions`; starts at 1 so a fresh
     /// [`Memo`] (0) never matches.
     version: AtomicU64,
@@ -52,6 +132,8 @@ pub struct Revocations {
     db_path: PathBuf,
     /// Tokens live `leeway` seconds past `exp`; so must their revocations.
     leeway: i64,
+    /// How many usable sessions became unusable while we watched.
+    ended: AtomicU64,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -64,25 +146,36 @@ impl std::fmt::Debug for Revocations {
 }
 
 impl Revocations {
-    /// Opens the database read-only and loads every live revocation.
+    /// Opens the database read-only and loads every live session.
     pub fn open(db_path: &Path, now: i64, leeway: i64) -> Result<Revocations> {
         let store = Store::open_read_only(db_path)?;
         let epoch = Epoch::open(&Epoch::path_for(db_path))?;
+        // A bell nobody rang before us: processes started earlier may still ring
+        // another one until they follow the file.
+        let distrust = epoch.created();
         let revocations = Revocations {
             synced: AtomicU64::new(0),
             epoch,
-            direct: AtomicBool::new(false),
+            direct: AtomicBool::new(distrust),
+            distrust_until: AtomicI64::new(if distrust { now + DISTRUST_SECONDS } else { 0 }),
             failing: AtomicBool::new(false),
-            sessions: RwLock::new(HashMap::new()),
+            sessions: RwLock::new(Sessions::default()),
             version: AtomicU64::new(1),
             reader: Mutex::new(Reader {
                 store,
                 last_seq: -1,
+                counted_at: now,
             }),
             db_path: db_path.to_path_buf(),
             leeway,
+            ended: AtomicU64::new(0),
         };
-        revocations.load(now, revocations.epoch.load(), true)?;
+        {
+            let epoch = revocations.epoch.load();
+            let mut reader = revocations.lock_reader();
+            revocations.reload_all(&mut reader, now)?;
+            revocations.synced.store(epoch, Ordering::Release);
+        }
         Ok(revocations)
     }
 
@@ -109,7 +202,7 @@ impl Revocations {
         // after inserting, so a stale memo can only cause another lookup.
         let version = self.version.load(Ordering::Acquire);
         let revoked = match self.sessions.read() {
-            Ok(sessions) => sessions.get(sid).is_none_or(|&(_, revoked)| revoked),
+            Ok(sessions) => sessions.refused(sid),
             Err(_) => return Err(Unavailable),
         };
         if !revoked {
@@ -118,15 +211,23 @@ impl Revocations {
         Ok(revoked)
     }
 
-    /// Reads revocations newer than the last seen one. The epoch is read *before*
-    /// the query, so anything committed before that bump is in the result.
+    /// Reads the changes since the last read. The epoch is read *before* the
+    /// query, so anything committed before that bump is in the result.
     #[cold]
     pub fn sync(&self, now: i64) -> Result<(), Unavailable> {
         let epoch = self.epoch.load();
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.noted(self.load(now, epoch, false))
+        let mut reader = self.lock_reader();
+        if epoch == self.synced.load(Ordering::Acquire) {
+            return Ok(()); // another worker just did it
+        }
+        let result = self.load(&mut reader, now, false);
+        if result.is_ok() {
+            self.synced.store(epoch, Ordering::Release);
+        }
+        self.noted(result)
     }
 
     /// Reports a failing read once (not per request) and its recovery.
@@ -134,68 +235,187 @@ impl Revocations {
         match result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    eprintln!("softphone-verifier: revocations readable again");
+                    eprintln!("{WHO}: revocations readable again");
                 }
                 Ok(())
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    eprintln!("softphone-verifier: cannot read revocations, refusing tokens: {e}");
+                    eprintln!("{WHO}: cannot read revocations, refusing tokens: {e}");
                 }
                 Err(Unavailable)
             }
         }
     }
 
-    /// Reads the revocations committed since the last read and records that the
-    /// set is current for `epoch`, which the caller read *before* calling. Unless
-    /// `force`d, it does nothing when another thread already got to `epoch`.
-    ///
-    /// `synced` only ever takes an epoch value read before a completed query:
-    /// any other value (arithmetic on it, say) could equal a bump not yet read.
-    fn load(&self, now: i64, epoch: u64, force: bool) -> softphone_shared::Result<()> {
-        let mut reader = self
-            .reader
+    fn lock_reader(&self) -> MutexGuard<'_, Reader> {
+        self.reader
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !force && epoch == self.synced.load(Ordering::Acquire) {
-            return Ok(()); // another worker just did it
-        }
-        let fresh = reader
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies the changes committed since the last read; with `count`, also
+    /// compares the counts of live and revoked sessions with the database's.
+    /// Re-reads everything when the sequence went backwards or the counts
+    /// differ.
+    ///
+    /// The caller sets `synced` only to an epoch value read before calling:
+    /// any other value (arithmetic on it, say) could equal a bump not yet read.
+    fn load(&self, reader: &mut Reader, now: i64, count: bool) -> softphone_shared::Result<()> {
+        let cutoff = self.validation(now).oldest_live_exp();
+        let changes = reader
             .store
-            .changes_since(reader.last_seq, self.validation(now).oldest_live_exp())?;
-        if let Some(last) = fresh.last() {
-            reader.last_seq = last.seq;
-            let mut set = self
-                .sessions
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for r in fresh {
-                set.insert(r.sid.into_boxed_str(), (r.expires, r.revoked));
-            }
-            self.version.fetch_add(1, Ordering::AcqRel);
+            .session_changes(reader.last_seq, count.then_some(cutoff))?;
+        if changes.head < reader.last_seq {
+            eprintln!(
+                "{WHO}: the change sequence went back from {} to {} (an older copy of the database restored?); re-reading every session",
+                reader.last_seq, changes.head
+            );
+            return self.reload_all(reader, now);
         }
-        self.synced.store(epoch, Ordering::Release);
+        let mut ended = Vec::new();
+        if !changes.rows.is_empty() || !changes.deleted.is_empty() {
+            let mut set = self.write_sessions();
+            for sid in changes.deleted {
+                if set.remove(&sid) {
+                    ended.push(sid.into_boxed_str());
+                }
+            }
+            for row in changes.rows {
+                if row.expires < cutoff {
+                    set.remove(&row.sid);
+                } else if set.set(row.sid.clone().into_boxed_str(), row.expires, row.revoked) {
+                    ended.push(row.sid.into_boxed_str());
+                }
+            }
+            let ours = set.counts();
+            drop(set);
+            self.version.fetch_add(1, Ordering::AcqRel);
+            if let Some(theirs) = changes.counts
+                && theirs != ours
+            {
+                reader.last_seq = changes.head;
+                self.sessions_ended(&ended);
+                return self.recount(reader, now, theirs, ours);
+            }
+        } else if let Some(theirs) = changes.counts {
+            let ours = self.read_counts();
+            if theirs != ours {
+                return self.recount(reader, now, theirs, ours);
+            }
+        }
+        reader.last_seq = changes.head;
+        self.sessions_ended(&ended);
         Ok(())
     }
 
-    /// Background upkeep, about once a second: forget revocations whose sessions
-    /// have expired, notice a replaced epoch file, and re-read from the database
-    /// even without a bump (a safety net for hand edits).
+    #[cold]
+    fn recount(
+        &self,
+        reader: &mut Reader,
+        now: i64,
+        theirs: (usize, usize),
+        ours: (usize, usize),
+    ) -> softphone_shared::Result<()> {
+        eprintln!(
+            "{WHO}: the database has {} live session(s), {} revoked, where we knew {}, {} revoked (changed by hand without the triggers?); re-reading every session",
+            theirs.0, theirs.1, ours.0, ours.1
+        );
+        self.reload_all(reader, now)
+    }
+
+    /// Reads every live session into a new set, built without holding the lock
+    /// requests need, and swaps it in.
+    fn reload_all(&self, reader: &mut Reader, now: i64) -> softphone_shared::Result<()> {
+        let cutoff = self.validation(now).oldest_live_exp();
+        let (head, rows) = reader.store.all_sessions(cutoff)?;
+        let fresh = Sessions::build(rows);
+        let old = std::mem::replace(&mut *self.write_sessions(), fresh);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        reader.last_seq = head;
+        // Off-lock again: which usable sessions the re-read ended.
+        let set = self.read_sessions();
+        let ended: Vec<Box<str>> = old
+            .map
+            .into_iter()
+            .filter(|(sid, (expires, revoked))| !revoked && *expires >= cutoff && set.refused(sid))
+            .map(|(sid, _)| sid)
+            .collect();
+        drop(set);
+        self.sessions_ended(&ended);
+        Ok(())
+    }
+
+    /// The one place where the verifier learns that sessions it knew as usable
+    /// are not any more: revoked, deleted, or gone from a re-read database.
+    /// (Expiry is not reported here: it needs no news from the database.) Every
+    /// request after this refuses their tokens already; whatever else must end
+    /// with a session (subscriptions it opened) hooks on here.
+    #[cold]
+    fn sessions_ended(&self, sids: &[Box<str>]) {
+        if !sids.is_empty() {
+            self.ended.fetch_add(sids.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// How many usable sessions became unusable while this verifier watched.
+    pub fn ended_count(&self) -> u64 {
+        self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Background upkeep, about once a second: look at the epoch file, forget
+    /// sessions that have expired, and read changes even without a bump (the
+    /// way changes made by hand arrive), comparing counts every few seconds.
     pub fn maintain(&self, now: i64) {
-        if let Ok(mut set) = self.sessions.write() {
-            let validation = self.validation(now);
-            set.retain(|_, (expires, _)| !validation.expired(*expires));
-        }
-        if self.epoch.replaced() && !self.direct.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "verifier: {} was replaced; checking every request against the database until restart",
-                self.epoch.path().display()
-            );
-        }
-        // Re-read even without a bump: a safety net for rows changed by hand.
+        let trusted = match self.epoch.check_and_report(WHO) {
+            FileState::Ours => true,
+            FileState::Followed | FileState::Damaged { .. } => {
+                self.distrust_until
+                    .store(now + DISTRUST_SECONDS, Ordering::Relaxed);
+                if !self.direct.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "{WHO}: checking every request against the database until the doorbell can be trusted again"
+                    );
+                }
+                false
+            }
+        };
         let epoch = self.epoch.load();
-        let _ = self.noted(self.load(now, epoch, true));
+        let mut reader = self.lock_reader();
+        self.write_sessions().forget_expired(&self.validation(now));
+        let count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
+        if count {
+            reader.counted_at = now;
+        }
+        let result = self.load(&mut reader, now, count);
+        if result.is_ok() {
+            self.synced.store(epoch, Ordering::Release);
+        }
+        drop(reader);
+        let _ = self.noted(result);
+        if trusted
+            && self.direct.load(Ordering::Relaxed)
+            && now >= self.distrust_until.load(Ordering::Relaxed)
+        {
+            self.direct.store(false, Ordering::Relaxed);
+            eprintln!("{WHO}: the doorbell is trusted again");
+        }
+    }
+
+    fn write_sessions(&self) -> std::sync::RwLockWriteGuard<'_, Sessions> {
+        self.sessions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read_sessions(&self) -> std::sync::RwLockReadGuard<'_, Sessions> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read_counts(&self) -> (usize, usize) {
+        self.read_sessions().counts()
     }
 
     /// A session lives as long as its tokens: `leeway` past its expiry.
@@ -217,7 +437,7 @@ impl Revocations {
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.read().map(|s| s.len()).unwrap_or(0)
+        self.read_sessions().map.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -293,6 +293,25 @@ impl Daemons {
         Epoch::path_for(&self.database())
     }
 
+    /// Runs SQL on the database over a connection of its own, as an operator
+    /// would in `sqlite3`.
+    pub fn sql(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(self.database()).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The first column of every row `query` returns, as text.
+    pub fn sql_strings(&self, query: &str) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.database()).unwrap();
+        let mut stmt = conn.prepare(query).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.config().log_dir()
     }

@@ -5,6 +5,7 @@
 
 mod attacks;
 mod clock;
+mod database_truth;
 mod hostile;
 mod http_attacks;
 mod rotation;
