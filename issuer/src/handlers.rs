@@ -16,6 +16,7 @@ use warp::reply::Response;
 
 use crate::ApiError;
 use crate::error::json_response;
+use crate::hashing::Queue;
 use crate::state::App;
 use crate::tokens;
 
@@ -82,10 +83,17 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let attempt = match app.throttle().begin(throttle_key, meta.from, now) {
         Ok(attempt) => attempt,
         Err(retry_after) => {
+            // Once per address and minute: a guesser hammering past its 429s must
+            // not fill the disk, and fail2ban still sees every throttled address.
             app.log()
-                .log(Event::AuthRateLimited, &username, Some(meta.from), now);
+                .log_per_address(Event::AuthRateLimited, &username, meta.from, now);
             return Err(ApiError::TooManyAttempts { retry_after });
         }
+    };
+    let queue = if attempt.known() {
+        Queue::Known
+    } else {
+        Queue::Other
     };
 
     let credential = if username.len() <= MAX_USERNAME {
@@ -103,8 +111,8 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     // PBKDF2-HMAC pads a short password with zero bytes to make its HMAC key, so
     // "secret" and "secret\0" hash alike: a password with a NUL is simply wrong
     // (after the same dummy work as an unknown user).
-    let accepted = app
-        .check_password(move || match &checked {
+    let checked = app
+        .check_password(queue, move || match &checked {
             Some(credential) if password.len() <= MAX_PASSWORD && !password.contains('\0') => {
                 credential.check(&password)
             }
@@ -113,16 +121,28 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
                 false
             }
         })
-        .await?;
+        .await;
+    let accepted = match checked {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            // No password was checked: the attempt costs nothing. A full queue is
+            // a refusal like a 429, logged the same way.
+            app.throttle().abandoned(attempt);
+            if e == ApiError::Busy {
+                app.log()
+                    .log_per_address(Event::AuthRateLimited, &username, meta.from, now);
+            }
+            return Err(e);
+        }
+    };
 
     let Some(credential) = credential.filter(|_| accepted) else {
         app.log()
             .log(Event::AuthFailed, &username, Some(meta.from), unix_now());
         return Err(ApiError::InvalidCredentials);
     };
-    app.throttle().succeeded(attempt);
-
     let now = unix_now();
+    app.throttle().succeeded(attempt, now);
     let keys = app.keys();
     let sid = tokens::random_id()?;
     let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;

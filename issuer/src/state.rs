@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::hashing::Hasher;
+use crate::hashing::{Hasher, Queue};
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
 use softphone_shared::config::Config;
@@ -24,7 +24,8 @@ pub struct App {
     /// writer's fsync.
     reader: Arc<Mutex<Store>>,
     log: SecurityLog,
-    throttle: RwLock<Arc<Throttle>>,
+    /// Kept across SIGHUP (logrotate sends one daily): only its limits change.
+    throttle: Throttle,
     hasher: Hasher,
 }
 
@@ -42,7 +43,7 @@ impl App {
         let reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
-            throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
+            throttle: Throttle::new(Limits::from_config(&config)),
             hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
             keys,
@@ -73,11 +74,8 @@ impl App {
         &self.log
     }
 
-    pub fn throttle(&self) -> Arc<Throttle> {
-        self.throttle
-            .read()
-            .map(|t| Arc::clone(&t))
-            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// SIGHUP: re-read the config and the key, reopen the security log. Settings
@@ -100,12 +98,11 @@ impl App {
         // config or key turns out to be broken.
         self.log.reopen()?;
         self.keys.reload()?;
-        let limits = Limits::from_config(&new);
+        // New limits apply to the counters kept so far: a reload must not give
+        // a guesser a fresh start.
+        self.throttle.set_limits(Limits::from_config(&new));
         let mut effective = new.with_files_of(&old);
         effective.issuer_listen = old.issuer_listen;
-        if let Ok(mut slot) = self.throttle.write() {
-            *slot = Arc::new(Throttle::new(limits));
-        }
         if let Ok(mut slot) = self.config.write() {
             *slot = Arc::new(effective);
         }
@@ -131,11 +128,11 @@ impl App {
     }
 
     /// Runs a password check on the low-priority hashing threads.
-    pub async fn check_password<F>(&self, f: F) -> Result<bool, ApiError>
+    pub async fn check_password<F>(&self, queue: Queue, f: F) -> Result<bool, ApiError>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        self.hasher.run(f).await
+        self.hasher.run(queue, f).await
     }
 }
 
