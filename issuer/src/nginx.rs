@@ -220,7 +220,10 @@ mod tests {
             .collect();
         assert!(!listening.is_empty(), "{site}");
         for port in listening {
-            assert!(ports.contains(&port), "the jail does not ban port {port}: {ports:?}");
+            assert!(
+                ports.contains(&port),
+                "the jail does not ban port {port}: {ports:?}"
+            );
         }
     }
 

@@ -502,6 +502,10 @@ mod tests {
         // Once the flood's entries have nothing left to say, they go.
         t.prune_all(1000 + 20 * 60 + 1);
         let (entries, users) = t.entries();
-        assert_eq!((entries, users), (2, 1), "only 202 and its known lane remain");
+        assert_eq!(
+            (entries, users),
+            (2, 1),
+            "only 202 and its known lane remain"
+        );
     }
 }

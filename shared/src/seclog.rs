@@ -385,7 +385,10 @@ mod tests {
             log.log_per_address(Event::AuthRateLimited, "201", from, 1_795_773_720);
         }
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
-        assert_eq!(lines, 3 + ADDRESSES_PER_MINUTE + RATE_LIMIT_PER_SECOND as usize);
+        assert_eq!(
+            lines,
+            3 + ADDRESSES_PER_MINUTE + RATE_LIMIT_PER_SECOND as usize
+        );
     }
 
     #[test]

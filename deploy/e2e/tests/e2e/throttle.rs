@@ -42,8 +42,8 @@ fn login_from(nginx: SocketAddr, source: &str, username: &str, password: &str) -
 /// The addresses the shipped fail2ban filter takes from `log` with the
 /// `AUTH_RATE_LIMITED` expression, as `fail2ban-regex` reports them.
 fn rate_limited_hosts(log: &Path) -> BTreeSet<String> {
-    let filter = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fail2ban/filter.d/softphone-backend.conf");
+    let filter =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fail2ban/filter.d/softphone-backend.conf");
     let out = Command::new("fail2ban-regex")
         .arg("-v")
         .arg(log)
@@ -148,15 +148,25 @@ fn a_guessing_attack_from_24_addresses_never_locks_out_the_known_user() {
     assert_eq!(succeeded, real.len(), "the real user was refused: {real:?}");
     assert_eq!(other, 0);
     // The shared budget: the ceiling at once, then one per interval.
-    let bound = i64::from(config.login_user_ceiling) + elapsed as i64 / config.login_user_interval + 1;
-    assert!(checked as i64 <= bound, "{checked} checks granted, bound {bound}");
-    assert!(refused > 1000, "the attackers kept hammering: {refused} refusals");
+    let bound =
+        i64::from(config.login_user_ceiling) + elapsed as i64 / config.login_user_interval + 1;
+    assert!(
+        checked as i64 <= bound,
+        "{checked} checks granted, bound {bound}"
+    );
+    assert!(
+        refused > 1000,
+        "the attackers kept hammering: {refused} refusals"
+    );
 
     // Every attacker address reaches fail2ban, in lines of the shipped filter's
     // format, at most one per address and minute (the attack spans at most two).
     let hosts = rate_limited_hosts(&d.security_log());
     for a in &attackers {
-        assert!(hosts.contains(a), "{a} is not in the security log: {hosts:?}");
+        assert!(
+            hosts.contains(a),
+            "{a} is not in the security log: {hosts:?}"
+        );
     }
     assert!(!hosts.contains(home));
     let log = std::fs::read_to_string(d.security_log()).unwrap();
