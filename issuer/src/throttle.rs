@@ -71,7 +71,7 @@ impl Limits {
     /// Password checks the unknown addresses of one username get, together, in
     /// any hour at most.
     pub fn shared_checks_per_hour(&self) -> i64 {
-        self.user_ceiling + 3600 / self.user_interval
+        self.user_ceiling + 3600 / self.user_interval.max(1)
     }
 }
 
@@ -151,7 +151,7 @@ impl Throttle {
         let tables = &mut *guard;
         let limits = tables.limits;
         let lane_key = lane_of(from);
-        let since = now - limits.window;
+        let since = now.saturating_sub(limits.window);
 
         // Judge on what exists, creating nothing yet: a refusal leaves no trace.
         let (known, budget_at, new_entries) = match tables.users.get_mut(username) {
@@ -161,7 +161,7 @@ impl Throttle {
                         prune(&mut lane.failures, since);
                         if lane.failures.len() >= limits.max_failures {
                             let oldest = lane.failures.front().copied().unwrap_or(now);
-                            return Err((oldest + limits.window - now).max(1));
+                            return Err(oldest.saturating_add(limits.window - now).max(1));
                         }
                         (lane.known_until > now, 0)
                     }
@@ -174,7 +174,8 @@ impl Throttle {
         let spend = !known;
         if spend {
             let ahead = budget_at - now;
-            let allowed = (limits.user_ceiling - 1) * limits.user_interval;
+            // Saturating: both come from the config, unbounded above.
+            let allowed = (limits.user_ceiling - 1).saturating_mul(limits.user_interval);
             if ahead > allowed {
                 return Err(ahead - allowed);
             }
@@ -187,7 +188,7 @@ impl Throttle {
         let lane = user.lanes.entry(lane_key).or_default();
         lane.failures.push_back(now);
         if spend {
-            user.budget_full_at = budget_at + limits.user_interval;
+            user.budget_full_at = budget_at.saturating_add(limits.user_interval);
         }
         tables.entries += new_entries;
         Ok(Attempt {
@@ -211,12 +212,12 @@ impl Throttle {
             return;
         };
         if attempt.spent_budget {
-            user.budget_full_at -= limits.user_interval;
+            user.budget_full_at = user.budget_full_at.saturating_sub(limits.user_interval);
         }
         // The lane holds this attempt, so no sweep removed it.
         if let Some(lane) = user.lanes.get_mut(&attempt.lane) {
             lane.failures.clear();
-            lane.known_until = now + limits.known_for;
+            lane.known_until = now.saturating_add(limits.known_for);
         }
         let mut known: Vec<(i64, IpAddr)> = user
             .lanes
@@ -246,7 +247,7 @@ impl Throttle {
             return;
         };
         if attempt.spent_budget {
-            user.budget_full_at -= interval;
+            user.budget_full_at = user.budget_full_at.saturating_sub(interval);
         }
         if let Some(lane) = user.lanes.get_mut(&attempt.lane)
             && let Some(at) = lane.failures.iter().rposition(|&t| t == attempt.at)
@@ -287,7 +288,7 @@ impl Tables {
     /// behave the same without.
     fn sweep(&mut self, now: i64) {
         self.last_sweep = now;
-        let since = now - self.limits.window;
+        let since = now.saturating_sub(self.limits.window);
         let mut entries = 0;
         self.users.retain(|_, user| {
             user.lanes.retain(|_, lane| {
