@@ -17,6 +17,7 @@ use warp::reply::Response;
 
 use crate::ApiError;
 use crate::error::json_response;
+use crate::hashing::Queue;
 use crate::state::{App, Pbx};
 use crate::{refresh_rate, tokens};
 
@@ -106,17 +107,30 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
     let attempt = match app.throttle().begin(throttle_key, meta.from, now) {
         Ok(attempt) => attempt,
         Err(retry_after) => {
+            // Once per address and minute: a guesser hammering past its 429s must
+            // not fill the disk, and fail2ban still sees every throttled address.
             app.log()
-                .log(Event::AuthRateLimited, &username, Some(meta.from), now);
+                .log_per_address(Event::AuthRateLimited, &username, meta.from, now);
             return Err(ApiError::TooManyAttempts { retry_after });
         }
+    };
+    let queue = if attempt.known() {
+        Queue::Known
+    } else {
+        Queue::Other
     };
 
     // Built-in users are looked up here (a quick read of our own database),
     // PBX users on the hashing thread with the check (see `state::Pbx`).
     let lookup = match app.pbx() {
         _ if username.len() > MAX_USERNAME => Lookup::Found(None),
-        None => Lookup::Found(app.find_user(username.clone()).await?),
+        None => match app.find_user(username.clone()).await {
+            Ok(found) => Lookup::Found(found),
+            Err(e) => {
+                app.throttle().abandoned(attempt);
+                return Err(e);
+            }
+        },
         Some(pbx) => Lookup::Pbx(pbx, username.clone()),
     };
     let password = request.password;
@@ -126,7 +140,7 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
     // "secret" and "secret\0" hash alike: a password with a NUL is simply wrong
     // (after the same dummy work as an unknown user).
     let checked = app
-        .check_password(move || {
+        .check_password(queue, move || {
             let credential = match lookup {
                 Lookup::Found(credential) => credential,
                 Lookup::Pbx(pbx, name) => pbx.logins.find(&name)?,
@@ -148,20 +162,35 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
                 }
             })
         })
-        .await?;
-    let (credential, accepted, rehashed) = checked.map_err(|e: softphone_shared::Error| {
-        eprintln!("softphone-issuer: {e}");
-        ApiError::Internal
-    })?;
+        .await;
+    let (credential, accepted, rehashed) = match checked {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(e)) => {
+            // The PBX database could not be read: nothing was checked.
+            app.throttle().abandoned(attempt);
+            let e: softphone_shared::Error = e;
+            eprintln!("softphone-issuer: {e}");
+            return Err(ApiError::Internal);
+        }
+        Err(e) => {
+            // No password was checked: the attempt costs nothing. A full queue is
+            // a refusal like a 429, logged the same way.
+            app.throttle().abandoned(attempt);
+            if e == ApiError::Busy {
+                app.log()
+                    .log_per_address(Event::AuthRateLimited, &username, meta.from, now);
+            }
+            return Err(e);
+        }
+    };
 
     let Some(checked) = credential.filter(|_| accepted) else {
         app.log()
             .log(Event::AuthFailed, &username, Some(meta.from), unix_now());
         return Err(ApiError::InvalidCredentials);
     };
-    app.throttle().succeeded(attempt);
-
     let now = unix_now();
+    app.throttle().succeeded(attempt, now);
     let keys = app.keys();
     // The credential the session is bound to: the re-made hash if there is one.
     let (credential, rehash) = match rehashed {

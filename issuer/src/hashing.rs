@@ -4,10 +4,12 @@
 //! on the cores that serve refresh and profile, a login flood pushed those
 //! answers' p99 up tenfold; at nice 19 with SCHED_BATCH the scheduler runs the
 //! checks in the gaps instead. At most `login_concurrency` run at once and at most
-//! [`MAX_WAITING`] wait; beyond that a login is told to come back later.
+//! [`MAX_WAITING`] wait in each queue; beyond that a login is told to come back
+//! later. Logins from addresses known to their user wait in their own queue,
+//! served first.
 
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 
 use thread_priority::{
     NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
@@ -17,23 +19,51 @@ use tokio::sync::oneshot;
 
 use crate::ApiError;
 
-/// Logins waiting for a hashing thread before new ones get 503 + Retry-After.
+/// Logins waiting for a hashing thread, per queue, before new ones get 503 +
+/// Retry-After.
 pub const MAX_WAITING: usize = 256;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-#[derive(Debug)]
+/// Which queue a check waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// From an address that logged in to this user before: served first, so
+    /// guessers (whose checks the throttle lets through at its own pace) or a
+    /// flood of other names never make the real user wait for their hashes.
+    Known,
+    Other,
+}
+
+#[derive(Default)]
+struct Jobs {
+    known: VecDeque<Job>,
+    other: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+}
+
 pub struct Hasher {
-    queue: SyncSender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").finish_non_exhaustive()
+    }
 }
 
 impl Hasher {
     /// Starts `threads` hashing threads.
     pub fn start(threads: usize) -> std::io::Result<Hasher> {
-        let (queue, jobs) = sync_channel::<Job>(MAX_WAITING);
-        let jobs = Arc::new(Mutex::new(jobs));
+        let shared = Arc::new(Shared::default());
         for i in 0..threads.max(1) {
-            let jobs = Arc::clone(&jobs);
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("password-{i}"))
                 .spawn(move || {
@@ -45,23 +75,16 @@ impl Hasher {
                     if let Err(e) = lowered {
                         eprintln!("softphone-issuer: password threads keep normal priority: {e:?}");
                     }
-                    loop {
-                        let job = match jobs.lock() {
-                            Ok(receiver) => receiver.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return, // the issuer is shutting down
-                        }
+                    while let Some(job) = shared.next() {
+                        job();
                     }
                 })?;
         }
-        Ok(Hasher { queue })
+        Ok(Hasher { shared })
     }
 
     /// Queues `check` at once; the receiver gets its verdict.
-    pub fn submit<T, F>(&self, check: F) -> Result<oneshot::Receiver<T>, ApiError>
+    pub fn submit<T, F>(&self, queue: Queue, check: F) -> Result<oneshot::Receiver<T>, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -70,20 +93,56 @@ impl Hasher {
         let job: Job = Box::new(move || {
             let _ = tx.send(check());
         });
-        match self.queue.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ApiError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(ApiError::Internal),
+        let Ok(mut jobs) = self.shared.jobs.lock() else {
+            return Err(ApiError::Internal);
+        };
+        let waiting = match queue {
+            Queue::Known => &mut jobs.known,
+            Queue::Other => &mut jobs.other,
+        };
+        if waiting.len() >= MAX_WAITING {
+            return Err(ApiError::Busy);
         }
+        waiting.push_back(job);
+        drop(jobs);
+        self.shared.ready.notify_one();
+        Ok(rx)
     }
 
     /// Runs `check` on a hashing thread and returns its verdict.
-    pub async fn run<T, F>(&self, check: F) -> Result<T, ApiError>
+    pub async fn run<T, F>(&self, queue: Queue, check: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.submit(check)?.await.map_err(|_| ApiError::Internal)
+        self.submit(queue, check)?
+            .await
+            .map_err(|_| ApiError::Internal)
+    }
+}
+
+impl Shared {
+    /// The next job, known queue first; `None` when the issuer shuts down.
+    fn next(&self) -> Option<Job> {
+        let mut jobs = self.jobs.lock().ok()?;
+        loop {
+            if let Some(job) = jobs.known.pop_front().or_else(|| jobs.other.pop_front()) {
+                return Some(job);
+            }
+            if jobs.closed {
+                return None;
+            }
+            jobs = self.ready.wait(jobs).ok()?;
+        }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.shared.jobs.lock() {
+            jobs.closed = true;
+        }
+        self.shared.ready.notify_all();
     }
 }
 
@@ -94,21 +153,49 @@ mod tests {
     #[tokio::test]
     async fn runs_checks_and_refuses_when_the_queue_is_full() {
         let hasher = Hasher::start(1).unwrap();
-        assert_eq!(hasher.run(|| true).await, Ok(true));
-        assert_eq!(hasher.run(|| false).await, Ok(false));
+        assert_eq!(hasher.run(Queue::Other, || true).await, Ok(true));
+        assert_eq!(hasher.run(Queue::Known, || false).await, Ok(false));
 
         // Block the only thread, fill the queue, and one more is refused.
         let (release, wait) = std::sync::mpsc::channel::<()>();
-        let blocked = hasher.submit(move || wait.recv().is_ok()).unwrap();
+        let blocked = hasher
+            .submit(Queue::Other, move || wait.recv().is_ok())
+            .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
         let queued: Vec<_> = (0..MAX_WAITING)
-            .map(|_| hasher.submit(|| true).unwrap())
+            .map(|i| {
+                let order = Arc::clone(&order);
+                hasher
+                    .submit(Queue::Other, move || {
+                        order.lock().unwrap().push(i);
+                        true
+                    })
+                    .unwrap()
+            })
             .collect();
-        assert_eq!(hasher.submit(|| true).err(), Some(ApiError::Busy));
+        assert_eq!(
+            hasher.submit(Queue::Other, || true).err(),
+            Some(ApiError::Busy)
+        );
+        // A known address's check still finds room, and goes first.
+        let known = {
+            let order = Arc::clone(&order);
+            hasher
+                .submit(Queue::Known, move || {
+                    order.lock().unwrap().push(usize::MAX);
+                    true
+                })
+                .unwrap()
+        };
         release.send(()).unwrap();
         assert_eq!(blocked.await, Ok(true));
+        assert_eq!(known.await, Ok(true));
         for q in queued {
             assert_eq!(q.await, Ok(true));
         }
+        let order = order.lock().unwrap();
+        assert_eq!(order.len(), MAX_WAITING + 1);
+        assert_eq!(order[0], usize::MAX, "the known check ran first");
     }
 }

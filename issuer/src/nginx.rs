@@ -190,6 +190,43 @@ mod tests {
         assert!(render(Form::Site, &p).is_err());
     }
 
+    /// The fail2ban jail bans on every port the rendered site listens on, so a
+    /// banned guesser cannot keep going on the port the app actually uses.
+    #[test]
+    fn the_fail2ban_jail_covers_the_ports_nginx_listens_on() {
+        let jail = include_str!("../../deploy/fail2ban/jail.d/softphone-backend.conf");
+        let ports: Vec<u16> = jail
+            .lines()
+            .find_map(|l| l.strip_prefix("port ="))
+            .expect("the jail has a port line")
+            .split(',')
+            .flat_map(|p| match p.trim() {
+                "http" => vec![80],
+                "https" => vec![443],
+                range => match range.split_once(':') {
+                    Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect(),
+                    None => vec![range.parse().unwrap()],
+                },
+            })
+            .collect();
+        let site = render(Form::Site, &params()).unwrap();
+        let listening: Vec<u16> = site
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("listen "))
+            .map(|l| {
+                let addr = l.trim_end_matches(';').split_whitespace().next().unwrap();
+                addr.rsplit(':').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert!(!listening.is_empty(), "{site}");
+        for port in listening {
+            assert!(
+                ports.contains(&port),
+                "the jail does not ban port {port}: {ports:?}"
+            );
+        }
+    }
+
     /// The rendered files in deploy/nginx/ are what the templates give today.
     #[test]
     fn committed_renderings_match_the_templates() {

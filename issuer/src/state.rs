@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::hashing::Hasher;
+use crate::hashing::{Hasher, Queue};
 use crate::refresh_rate::RefreshRate;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
@@ -30,7 +30,8 @@ pub struct App {
     /// its lookups never wait for the store's connections.
     pbx: RwLock<Option<Arc<Pbx>>>,
     log: SecurityLog,
-    throttle: RwLock<Arc<Throttle>>,
+    /// Kept across SIGHUP (logrotate sends one daily): only its limits change.
+    throttle: Throttle,
     refresh_rate: RefreshRate,
     hasher: Hasher,
 }
@@ -50,7 +51,7 @@ impl App {
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
             pbx: RwLock::new(pbx_of(&config.user_source)),
-            throttle: RwLock::new(Arc::new(Throttle::new(Limits::from_config(&config)))),
+            throttle: Throttle::new(Limits::from_config(&config)),
             refresh_rate: RefreshRate::default(),
             hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
@@ -82,11 +83,8 @@ impl App {
         &self.log
     }
 
-    pub fn throttle(&self) -> Arc<Throttle> {
-        self.throttle
-            .read()
-            .map(|t| Arc::clone(&t))
-            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     pub fn refresh_rate(&self) -> &RefreshRate {
@@ -113,7 +111,9 @@ impl App {
         // config or key turns out to be broken.
         self.log.reopen()?;
         self.keys.reload()?;
-        let limits = Limits::from_config(&new);
+        // New limits apply to the counters kept so far: a reload must not give
+        // a guesser a fresh start.
+        self.throttle.set_limits(Limits::from_config(&new));
         if new.user_source != old.user_source
             && let Ok(mut slot) = self.pbx.write()
         {
@@ -121,9 +121,6 @@ impl App {
         }
         let mut effective = new.with_files_of(&old);
         effective.issuer_listen = old.issuer_listen;
-        if let Ok(mut slot) = self.throttle.write() {
-            *slot = Arc::new(Throttle::new(limits));
-        }
         if let Ok(mut slot) = self.config.write() {
             *slot = Arc::new(effective);
         }
@@ -169,12 +166,12 @@ impl App {
     }
 
     /// Runs a password check on the low-priority hashing threads.
-    pub async fn check_password<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub async fn check_password<T, F>(&self, queue: Queue, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.hasher.run(f).await
+        self.hasher.run(queue, f).await
     }
 }
 

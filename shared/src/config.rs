@@ -108,7 +108,7 @@ impl Default for Config {
             login_max_failures: 5,
             login_window: 900,
             login_user_ceiling: 20,
-            login_user_interval: 10,
+            login_user_interval: 60,
             login_failure_delay_ms: 1000,
             max_sessions_per_user: 16,
             refresh_burst: 10,

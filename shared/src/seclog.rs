@@ -8,6 +8,7 @@
 //! UTC. User-supplied text is escaped so it can never start a new line or forge a
 //! `| From:` field, and no token, password or key is ever passed in here.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
@@ -64,6 +65,7 @@ pub struct SecurityLog {
     file: Mutex<File>,
     syslog: Mutex<Option<Syslog>>,
     limiter: Mutex<Limiter>,
+    per_address: Mutex<PerAddress>,
 }
 
 impl std::fmt::Debug for SecurityLog {
@@ -84,6 +86,17 @@ struct Limiter {
 
 /// Lines per second for rate-limited events; the rest are counted and summarised.
 pub const RATE_LIMIT_PER_SECOND: u32 = 20;
+
+/// The addresses given a line in the current minute.
+#[derive(Debug, Default)]
+struct PerAddress {
+    minute: i64,
+    logged: HashSet<IpAddr>,
+}
+
+/// Distinct addresses given their own line per minute by
+/// [`SecurityLog::log_per_address`]; past that, the per-second budget applies.
+pub const ADDRESSES_PER_MINUTE: usize = 10_000;
 
 impl SecurityLog {
     /// Opens (creating) the log for appending. `process` names us in syslog.
@@ -117,6 +130,7 @@ impl SecurityLog {
             file: Mutex::new(file),
             syslog: Mutex::new(syslog),
             limiter: Mutex::new(Limiter::default()),
+            per_address: Mutex::new(PerAddress::default()),
         })
     }
 
@@ -178,6 +192,34 @@ impl SecurityLog {
             ));
         }
         self.write(&format_line(event, reason, user, from, now));
+    }
+
+    /// Writes an event an address can repeat at line rate (a refused login) at
+    /// most once per address and minute, in the plain format fail2ban matches: every
+    /// such address shows up within the minute, and a persistent one once a
+    /// minute, enough for the jail's `maxretry` within its `findtime`. Past
+    /// [`ADDRESSES_PER_MINUTE`] distinct addresses in a minute, the rest share
+    /// the [`RATE_LIMIT_PER_SECOND`] budget (and its summary line).
+    pub fn log_per_address(&self, event: Event, user: &str, from: IpAddr, now: i64) {
+        let first = {
+            let Ok(mut seen) = self.per_address.lock() else {
+                return;
+            };
+            let minute = now.div_euclid(60);
+            if seen.minute != minute {
+                seen.minute = minute;
+                seen.logged.clear();
+            }
+            if seen.logged.contains(&from) {
+                return;
+            }
+            seen.logged.len() < ADDRESSES_PER_MINUTE && seen.logged.insert(from)
+        };
+        if first {
+            self.write(&format_line(event, "", user, Some(from), now));
+        } else {
+            self.log_limited(event, "", user, Some(from), now);
+        }
     }
 
     fn write(&self, line: &str) {
@@ -312,6 +354,41 @@ mod tests {
         let line = format_line(Event::AuthFailed, "", &"é".repeat(100), None, 0);
         assert!(line.contains("\\xc3\\xa9") && line.contains("..."));
         assert!(line.len() < 400);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_address_and_minute() {
+        let dir = TestDir::new("seclog-per-address");
+        let path = dir.path().join("security.log");
+        let log = SecurityLog::open(&path, false, "test").unwrap();
+        let a: IpAddr = "10.0.0.5".parse().unwrap();
+        let b: IpAddr = "10.0.0.6".parse().unwrap();
+        // 60 s starting on a minute boundary (1_795_773_600 is 10:00:00).
+        for now in 1_795_773_600..1_795_773_660 {
+            for _ in 0..100 {
+                log.log_per_address(Event::AuthRateLimited, "201", a, now);
+            }
+        }
+        log.log_per_address(Event::AuthRateLimited, "201", b, 1_795_773_659);
+        log.log_per_address(Event::AuthRateLimited, "201", a, 1_795_773_660);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "[AUTH_RATE_LIMITED] Too many login attempts for user: 201 | From: 10.0.0.5 | Time: 2026-11-27 10:00:00\n\
+             [AUTH_RATE_LIMITED] Too many login attempts for user: 201 | From: 10.0.0.6 | Time: 2026-11-27 10:00:59\n\
+             [AUTH_RATE_LIMITED] Too many login attempts for user: 201 | From: 10.0.0.5 | Time: 2026-11-27 10:01:00\n"
+        );
+
+        // Past the per-minute set, the per-second budget bounds the volume.
+        for i in 0..(ADDRESSES_PER_MINUTE as u32 + 100) {
+            let from = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            log.log_per_address(Event::AuthRateLimited, "201", from, 1_795_773_720);
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(
+            lines,
+            3 + ADDRESSES_PER_MINUTE + RATE_LIMIT_PER_SECOND as usize
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! (broken heads, 30 headers, pipelines); this is that, not a general client.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
 
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -60,6 +62,33 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(64 * 1024),
         })
+    }
+
+    /// A connection from `source` (any 127.x.y.z works on Linux loopback), so
+    /// that nginx sees that client address.
+    pub fn open_from(addr: SocketAddr, source: IpAddr) -> io::Result<Conn> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+        socket.connect_timeout(&SockAddr::from(addr), Duration::from_secs(10))?;
+        let stream = TcpStream::from(socket);
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends one request and reads its response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        self.send(&build(method, path, headers, body))?;
+        self.read_response()
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {

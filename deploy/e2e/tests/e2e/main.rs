@@ -8,6 +8,7 @@ mod nchan;
 mod ops;
 mod seed;
 mod sessions;
+mod throttle;
 mod websocket;
 
 use softphone_testkit::Daemons;
