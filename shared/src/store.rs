@@ -484,15 +484,7 @@ impl Store {
     /// Revokes one session. Returns whether it was active. The commit is durable
     /// and the epoch bumped before this returns.
     pub fn revoke_session(&mut self, sid: &str, reason: RevokeReason, now: i64) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = revoke_in(&tx, "sid = ?4", &[sid], reason, now)?;
-        tx.commit()?;
-        if changed > 0 {
-            self.bump();
-        }
-        Ok(changed > 0)
+        Ok(self.revoke_committed("sid = ?4", &[sid], reason, now)? > 0)
     }
 
     /// Revokes every active session of a user (by login name).
@@ -502,15 +494,7 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = revoke_in(&tx, "username = ?4", &[username], reason, now)?;
-        tx.commit()?;
-        if changed > 0 {
-            self.bump();
-        }
-        Ok(changed)
+        self.revoke_committed("username = ?4", &[username], reason, now)
     }
 
     /// Revokes the active sessions of a user that were opened with one
@@ -523,16 +507,27 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = revoke_in(
-            &tx,
+        self.revoke_committed(
             "username = ?4 AND cred_tag = ?5",
             &[username, cred_tag],
             reason,
             now,
-        )?;
+        )
+    }
+
+    /// [`revoke_in`] in a transaction of its own, committed durably, then the
+    /// epoch bumped when anything changed. Returns how many sessions it revoked.
+    fn revoke_committed(
+        &mut self,
+        filter: &str,
+        values: &[&str],
+        reason: RevokeReason,
+        now: i64,
+    ) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = revoke_in(&tx, filter, values, reason, now)?;
         tx.commit()?;
         if changed > 0 {
             self.bump();

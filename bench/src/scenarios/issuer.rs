@@ -19,13 +19,7 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
     let floor = report.floor("issuer-floor", "warp handler answering 200", &outcome);
 
     let (access, refresh) = &stack.sessions[0];
-    let profile_request = Request {
-        bytes: get(
-            &format!("{BASE}/profile"),
-            &[("Authorization", &format!("Bearer {access}"))],
-        ),
-        expect: Some(200),
-    };
+    let profile_request = profile_request(access);
     let profile = measure(
         "issuer: profile",
         &plan(settings, d.issuer, vec![profile_request.clone()]),
@@ -37,16 +31,7 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         &profile,
     );
 
-    // A refresh token whose successor is never used may be presented again and again.
-    let refresh_request = Request {
-        bytes: softphone_testkit::http::build(
-            "POST",
-            &format!("{BASE}/auth/refresh"),
-            &[("Authorization", &format!("Bearer {refresh}"))],
-            b"",
-        ),
-        expect: Some(200),
-    };
+    let refresh_request = refresh_request(refresh);
     let refreshing = measure(
         "issuer: refresh",
         &plan(settings, d.issuer, vec![refresh_request]),
@@ -125,6 +110,31 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
         &flood,
     )?;
     Ok(())
+}
+
+/// GET profile with `access`, expecting 200.
+pub(crate) fn profile_request(access: &str) -> Request {
+    Request {
+        bytes: get(
+            &format!("{BASE}/profile"),
+            &[("Authorization", &format!("Bearer {access}"))],
+        ),
+        expect: Some(200),
+    }
+}
+
+/// POST refresh with `refresh`, expecting 200: a refresh token whose successor
+/// is never used may be presented again and again.
+pub(crate) fn refresh_request(refresh: &str) -> Request {
+    Request {
+        bytes: softphone_testkit::http::build(
+            "POST",
+            &format!("{BASE}/auth/refresh"),
+            &[("Authorization", &format!("Bearer {refresh}"))],
+            b"",
+        ),
+        expect: Some(200),
+    }
 }
 
 /// `count` logins with wrong passwords, each for its own username (`prefix` +

@@ -7,12 +7,11 @@
 
 use softphone_shared::config::Config;
 use softphone_testkit::mikopbx::{self, Peer};
-use softphone_testkit::{BASE, Daemons, TestDir};
+use softphone_testkit::{Daemons, TestDir};
 
-use crate::load::Request;
 use crate::report::Report;
-use crate::scenarios::issuer::{bad_login_flood, under_flood};
-use crate::stack::{Settings, daemon_options, get};
+use crate::scenarios::issuer::{bad_login_flood, profile_request, refresh_request, under_flood};
+use crate::stack::{Settings, daemon_options};
 
 /// Extensions in the fixture, and tables besides the three logins read.
 const PEERS: usize = 200;
@@ -50,13 +49,7 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
     );
     let (access, refresh) = d.tokens(&names[0].0, &names[0].1);
     let flood = bad_login_flood("9", 5000);
-    let profile = Request {
-        bytes: get(
-            &format!("{BASE}/profile"),
-            &[("Authorization", &format!("Bearer {access}"))],
-        ),
-        expect: Some(200),
-    };
+    let profile = profile_request(&access);
     under_flood(
         settings,
         d.issuer,
@@ -64,16 +57,7 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
         ("mikopbx-profile", "mikopbx source: GET profile", profile),
         &flood,
     )?;
-    // A refresh token whose successor is never used may be presented again.
-    let refresh = Request {
-        bytes: softphone_testkit::http::build(
-            "POST",
-            &format!("{BASE}/auth/refresh"),
-            &[("Authorization", &format!("Bearer {refresh}"))],
-            b"",
-        ),
-        expect: Some(200),
-    };
+    let refresh = refresh_request(&refresh);
     under_flood(
         settings,
         d.issuer,
