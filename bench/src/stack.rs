@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use softphone_testkit::nginx::Nginx;
+use softphone_testkit::nginx::{Front, Nginx};
 use softphone_testkit::{Daemons, Options, free_port, pinned};
 
 use crate::load::{self, Outcome, Plan, Request};
@@ -74,16 +74,20 @@ impl Stack {
         let nginx = Nginx::start_with(
             &daemons,
             "http://127.0.0.1:9/",
-            Some(&include),
-            Some(&verifier_tcp),
-            "nginx",
+            &Front {
+                include: Some(&include),
+                verifier: Some(&verifier_tcp),
+                second: false,
+            },
         );
         let nginx_unix = Nginx::start_with(
             &daemons,
             "http://127.0.0.1:9/",
-            Some(&include),
-            None,
-            "nginx-unix",
+            &Front {
+                include: Some(&include),
+                verifier: None,
+                second: true,
+            },
         );
         std::fs::write(nginx.recordings.join("a.mp3"), vec![0x55u8; 1024])
             .map_err(|e| e.to_string())?;

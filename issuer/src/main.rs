@@ -34,7 +34,7 @@ enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Print the nginx configuration, rendered from deploy/nginx/*.in
-    NginxConfig(NginxArgs),
+    NginxConfig(Box<NginxArgs>),
 }
 
 #[derive(Subcommand)]
@@ -79,6 +79,11 @@ struct NginxArgs {
     /// default: verifier_socket if configured, else verifier_listen
     #[arg(long)]
     verifier: Option<String>,
+    /// Where nginx's nchan control server listens (loopback); default:
+    /// nchan_control_listen. Two nginx for one verifier need two; the verifier
+    /// reaches only the configured one.
+    #[arg(long)]
+    nchan_control: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -168,6 +173,7 @@ fn run(args: Args) -> Result<()> {
             let defaults = nginx::Params::new(&config);
             let params = nginx::Params {
                 verifier: a.verifier.unwrap_or(defaults.verifier.clone()),
+                nchan_control: a.nchan_control.unwrap_or(defaults.nchan_control),
                 listen: a.listen,
                 recordings: a.recordings,
                 ws_upstream: a.ws_upstream,

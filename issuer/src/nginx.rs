@@ -31,6 +31,8 @@ pub struct Params {
     pub issuer: SocketAddr,
     /// `127.0.0.1:8082` or `unix:/path/verifier.sock`.
     pub verifier: String,
+    /// nginx's control server for nchan, where the verifier deletes channels.
+    pub nchan_control: SocketAddr,
     /// `listen` argument of the site's server (`8080`, `127.0.0.1:8080`, …).
     pub listen: String,
     /// Directory served under `/pbxcore/softphone/recordings/`.
@@ -56,6 +58,7 @@ impl Params {
                 Some(path) => format!("unix:{}", path.display()),
                 None => config.verifier_listen.to_string(),
             },
+            nchan_control: config.nchan_control_listen,
             listen: "8080".into(),
             recordings: "/var/spool/asterisk/monitor".into(),
             ws_upstream: "http://127.0.0.1:8088/asterisk/ws".into(),
@@ -103,6 +106,7 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
         template
             .replace("{{issuer}}", &p.issuer.to_string())
             .replace("{{verifier}}", &p.verifier)
+            .replace("{{nchan_control}}", &p.nchan_control.to_string())
             .replace("{{listen}}", &p.listen)
             .replace("{{recordings}}", &p.recordings.display().to_string())
             .replace("{{ws_upstream}}", &p.ws_upstream)
@@ -213,10 +217,10 @@ mod tests {
         let listening: Vec<u16> = site
             .lines()
             .filter_map(|l| l.trim().strip_prefix("listen "))
-            .map(|l| {
-                let addr = l.trim_end_matches(';').split_whitespace().next().unwrap();
-                addr.rsplit(':').next().unwrap().parse().unwrap()
-            })
+            .map(|l| l.trim_end_matches(';').split_whitespace().next().unwrap())
+            // Loopback servers (the nchan control) are not the app's ports.
+            .filter(|addr| !addr.starts_with("127.") && !addr.starts_with("[::1]"))
+            .map(|addr| addr.rsplit(':').next().unwrap().parse().unwrap())
             .collect();
         assert!(!listening.is_empty(), "{site}");
         for port in listening {

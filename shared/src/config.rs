@@ -64,6 +64,10 @@ pub struct Config {
     pub verifier_listen: SocketAddr,
     /// Also serve on this unix socket; the rendered nginx config then uses it.
     pub verifier_socket: Option<PathBuf>,
+    /// Loopback only: nginx's control server for nchan, where the verifier
+    /// deletes the channels that end live subscriptions (see the verifier's
+    /// `subscriptions` module).
+    pub nchan_control_listen: SocketAddr,
     pub verifier_workers: usize,
     pub access_ttl: i64,
     pub refresh_ttl: i64,
@@ -97,6 +101,7 @@ impl Default for Config {
             issuer_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             verifier_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             verifier_socket: None,
+            nchan_control_listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
             verifier_workers: 1,
             access_ttl: 3600,
             refresh_ttl: 2_592_000,
@@ -178,6 +183,12 @@ impl Config {
             return Err((
                 "verifier_listen",
                 "must be a loopback address: only nginx on this host may ask the verifier",
+            ));
+        }
+        if !self.nchan_control_listen.ip().is_loopback() {
+            return Err((
+                "nchan_control_listen",
+                "must be a loopback address: it deletes nchan channels",
             ));
         }
         if self.verifier_workers == 0 || self.verifier_workers > 64 {
@@ -434,7 +445,7 @@ mod tests {
     #[test]
     fn every_field_has_its_variable() {
         let fields = Config::fields();
-        assert_eq!(fields.len(), 23, "{fields:?}");
+        assert_eq!(fields.len(), 24, "{fields:?}");
         assert_eq!(Config::env_name("data_dir"), "SOFTPHONE_DATA");
         assert_eq!(Config::env_name("leeway"), "SOFTPHONE_LEEWAY");
         // A path that reads as a number is still a path.

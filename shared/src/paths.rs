@@ -15,6 +15,10 @@ pub const API_BASE: &str = api_base!();
 /// The media check: the verifier answers it (nginx passes it through unchanged).
 pub const CHECK_MEDIA_ACCESS: &str = concat!(api_base!(), "/check-media-access");
 
+/// Where nchan subscribers connect (`<SUBSCRIBE>{channel}`): the verifier
+/// tells nginx which session and expiry such a subscription belongs to.
+pub const SUBSCRIBE: &str = concat!(api_base!(), "/sub/");
+
 /// The config file the systemd units give both daemons. The binaries read it by
 /// default when it exists, so an admin command run by hand acts on the daemons'
 /// files.

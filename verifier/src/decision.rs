@@ -30,6 +30,8 @@ pub enum DenyReason {
     StoreUnavailable,
     /// The identity could not be expressed as response headers.
     Identity,
+    /// A subscription's session id cannot name an nchan channel.
+    SessionChannel,
 }
 
 impl DenyReason {
@@ -42,6 +44,7 @@ impl DenyReason {
             DenyReason::Token(e) => e.as_str(),
             DenyReason::StoreUnavailable => "store_unavailable",
             DenyReason::Identity => "bad_identity",
+            DenyReason::SessionChannel => "bad_session_channel",
         }
     }
 }
@@ -50,6 +53,8 @@ impl DenyReason {
 pub enum Decision {
     /// A valid, unrevoked access token.
     Allow(&'static Identity),
+    /// The same for an nchan subscriber, with the channels that end it.
+    Subscribe(&'static Identity, Channels),
     /// 401: no token or an invalid one.
     Unauthorized(DenyReason),
     /// 403: a valid refresh token where an access token is needed.
@@ -57,6 +62,63 @@ pub enum Decision {
     /// The verifier's own liveness probe.
     Health,
     NotFound,
+}
+
+/// Longest session id a subscription's channel can carry (the issuer's are 22
+/// characters; nginx's control location takes up to 64).
+pub const MAX_SID_LEN: usize = 32;
+
+/// Whole seconds before `exp + leeway` from which a token opens no new
+/// subscription: the expiry channel of `exp` is deleted once, at `exp +
+/// leeway`, and a subscriber admitted just before must have joined it by then
+/// (nchan 1.3.6 leaves subscribers of a channel deleted a second time
+/// behind, so it is never deleted twice).
+pub const SUBSCRIBE_MARGIN: i64 = 2;
+
+/// What ends a subscription: the channel of its session (deleted at logout or
+/// revocation) and the channel of its token's expiry second (deleted when that
+/// time is up). Copied out of the token, so deciding allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Channels {
+    sid: [u8; MAX_SID_LEN],
+    sid_len: u8,
+    pub expiry: i64,
+}
+
+impl Channels {
+    /// `None` when `sid` cannot name a channel: empty, too long, or outside
+    /// `[A-Za-z0-9_-]` (the control location's pattern, and header-safe).
+    pub fn new(sid: &str, expiry: i64) -> Option<Channels> {
+        let bytes = sid.as_bytes();
+        if bytes.is_empty()
+            || bytes.len() > MAX_SID_LEN
+            || !bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        {
+            return None;
+        }
+        let mut channels = Channels {
+            sid: [0; MAX_SID_LEN],
+            sid_len: bytes.len() as u8,
+            expiry,
+        };
+        channels.sid[..bytes.len()].copy_from_slice(bytes);
+        Some(channels)
+    }
+
+    pub fn sid(&self) -> &[u8] {
+        &self.sid[..usize::from(self.sid_len)]
+    }
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels")
+            .field("sid", &String::from_utf8_lossy(self.sid()))
+            .field("expiry", &self.expiry)
+            .finish()
+    }
 }
 
 /// Per-connection working memory for decisions, made once per connection so no
@@ -165,9 +227,29 @@ impl Verifier {
             );
             return Decision::Forbidden;
         }
-        match v.identity {
-            Some(identity) => Decision::Allow(identity),
-            None => self.deny(head, DenyReason::Identity, "", now),
+        let Some(identity) = v.identity else {
+            return self.deny(head, DenyReason::Identity, "", now);
+        };
+        if !head.subscription() {
+            return Decision::Allow(identity);
+        }
+        // The second whose channel ends the subscription: its token's last
+        // valid second, `exp + leeway`, or the signing key's, whichever is first.
+        let expiry = v
+            .times
+            .exp
+            .min(v.times.key_until.saturating_sub(self.leeway + 1));
+        if now > expiry + self.leeway - SUBSCRIBE_MARGIN {
+            return self.deny(
+                head,
+                DenyReason::Token(TokenError::Expired),
+                &v.username,
+                now,
+            );
+        }
+        match Channels::new(&v.sid, expiry) {
+            Some(channels) => Decision::Subscribe(identity, channels),
+            None => self.deny(head, DenyReason::SessionChannel, &v.username, now),
         }
     }
 
@@ -198,6 +280,7 @@ mod tests {
 
     use super::*;
     use crate::revocations::Revocations;
+    use softphone_shared::paths::SUBSCRIBE;
 
     struct Fixture {
         _dir: TestDir,
@@ -273,6 +356,61 @@ mod tests {
         assert!(matches!(
             verifier.decide(&head, now, &mut scratch),
             Decision::Unauthorized(DenyReason::Token(_))
+        ));
+    }
+
+    /// A subscriber's check names the channels that end it, and a token opens
+    /// no subscription in its last [`SUBSCRIBE_MARGIN`] seconds, nor past its
+    /// key's deadline, while media still pass.
+    #[test]
+    fn subscriptions_get_their_channels_and_stop_early() {
+        let now = 1_800_000_000;
+        let exp = now + 3600; // testkit::access_token
+        let Fixture {
+            _dir,
+            verifier,
+            token,
+            ..
+        } = fixture("subscribe", now, Some(now + 600));
+        let uri = format!("{SUBSCRIBE}users-state?authorization={token}");
+        let mut sub = Head::new("/auth");
+        sub.add_header("X-Original-URI", uri.as_bytes());
+        let auth = format!("Bearer {token}");
+        let mut media = Head::new("/auth");
+        media.add_header("Authorization", auth.as_bytes());
+        let mut scratch = Scratch::new();
+
+        // The key retires at now + 600: the last second a token of it is
+        // valid is now + 599, so its expiry channel is the one cut then.
+        let last_valid = now + 599;
+        match verifier.decide(&sub, now, &mut scratch) {
+            Decision::Subscribe(_, channels) => {
+                assert_eq!(channels.sid(), b"sid-1");
+                assert_eq!(channels.expiry + 30, last_valid);
+                assert!(channels.expiry < exp);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            verifier.decide(&sub, last_valid - SUBSCRIBE_MARGIN, &mut scratch),
+            Decision::Subscribe(..)
+        ));
+        assert_eq!(
+            verifier.decide(&sub, last_valid - SUBSCRIBE_MARGIN + 1, &mut scratch),
+            Decision::Unauthorized(DenyReason::Token(TokenError::Expired))
+        );
+        assert!(matches!(
+            verifier.decide(&media, last_valid, &mut scratch),
+            Decision::Allow(_)
+        ));
+        // Spelled otherwise than nginx's subscriber location: no channels.
+        let other =
+            format!("/pbxcore/api/module-softphone-backend/v1/%73ub/x?authorization={token}");
+        let mut head = Head::new("/auth");
+        head.add_header("X-Original-URI", other.as_bytes());
+        assert!(matches!(
+            verifier.decide(&head, now, &mut scratch),
+            Decision::Allow(_)
         ));
     }
 

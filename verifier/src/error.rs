@@ -21,4 +21,10 @@ pub enum Error {
     },
     #[error("signal handling: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -7,8 +7,9 @@
 //! and finds the token, [`decision`] decides, and [`reply`] is the one table from
 //! decisions to HTTP. What a decision reads is the [`state::Verifier`]: the live
 //! keys, the sessions of [`revocations`], the [`identity`] headers interned once,
-//! and the [`cache`] of tokens already verified. [`sched`] sets the scheduling
-//! policy the daemon runs under.
+//! and the [`cache`] of tokens already verified. [`subscriptions`] ends live
+//! nchan subscriptions when their session or token does. [`sched`] sets the
+//! scheduling policy the daemon runs under.
 
 pub mod cache;
 pub mod conn;
@@ -21,5 +22,6 @@ pub mod request;
 pub mod revocations;
 pub mod sched;
 pub mod state;
+pub mod subscriptions;
 
 pub use error::{Error, Result};

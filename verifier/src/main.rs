@@ -62,6 +62,18 @@ fn run(args: Args) -> Result<()> {
 
     spawn_signal_thread(Arc::clone(&verifier))?;
     spawn_maintenance_thread(Arc::clone(&verifier));
+    // Subscriptions live at most as long as a token: that far back is what a
+    // verifier that starts must still end.
+    let lookback = config.access_ttl + config.leeway;
+    softphone_verifier::subscriptions::start(
+        Arc::clone(&verifier),
+        config.nchan_control_listen,
+        lookback,
+    )
+    .map_err(|source| Error::Thread {
+        name: "subscriptions",
+        source,
+    })?;
     if let Some(path) = &config.verifier_socket {
         listener::start_unix(Arc::clone(&verifier), path)?;
         eprintln!("softphone-verifier: listening on unix:{}", path.display());

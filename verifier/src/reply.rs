@@ -26,7 +26,7 @@ pub struct Answer {
 
 pub fn answer(decision: Decision) -> Answer {
     match decision {
-        Decision::Allow(identity) => Answer {
+        Decision::Allow(identity) | Decision::Subscribe(identity, _) => Answer {
             status: 200,
             reason: "OK",
             headers: [identity.user_id, identity.username, identity.role],
@@ -86,6 +86,13 @@ pub fn encode(decision: Decision, close: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(header.as_bytes());
     }
+    if let Decision::Subscribe(_, channels) = decision {
+        // nginx hands these to the subscriber's channel ids (locations.conf.in).
+        out.extend_from_slice(b"\r\nX-Softphone-Session: ");
+        out.extend_from_slice(channels.sid());
+        out.extend_from_slice(b"\r\nX-Softphone-Expiry: ");
+        out.extend_from_slice(itoa::Buffer::new().format(channels.expiry).as_bytes());
+    }
     if close {
         out.extend_from_slice(b"\r\nConnection: close");
     }
@@ -130,6 +137,27 @@ mod tests {
                 "{text}"
             );
             assert!(head.ends_with("\r\nConnection: close"), "{text}");
+        }
+    }
+
+    #[test]
+    fn subscribers_are_told_their_channels() {
+        let identity = crate::identity::Identities::new()
+            .get(7, "201", "user")
+            .unwrap();
+        let channels = crate::decision::Channels::new("AbC-_9", 1_800_000_000).unwrap();
+        let mut out = Vec::new();
+        encode(Decision::Subscribe(identity, channels), false, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "\r\nX-Softphone-Session: AbC-_9\r\nX-Softphone-Expiry: 1800000000\r\n\r\n"
+            ),
+            "{text}"
+        );
+        for sid in ["", "a.b", "a b", "ä", &"a".repeat(33)] {
+            assert!(crate::decision::Channels::new(sid, 1).is_none(), "{sid:?}");
         }
     }
 }

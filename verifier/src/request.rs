@@ -7,6 +7,7 @@
 //! [`bearer`]; query values are percent-decoded first. Every source that is
 //! present must carry the same token: two different tokens are refused.
 
+use softphone_shared::paths::SUBSCRIBE;
 use softphone_shared::token::{MAX_TOKEN_LEN, bearer};
 
 /// Short internal path for nginx's `auth_request` and `nchan_authorize_request`.
@@ -61,6 +62,15 @@ impl<'a> Head<'a> {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             self.has_body = true;
         }
+    }
+
+    /// Whether nginx asks for an nchan subscriber: the original request's
+    /// target, exactly as the client sent it, is under [`SUBSCRIBE`]. (A
+    /// subscription reached by a spelling nginx normalizes differently gets no
+    /// channels in the answer, and nginx then refuses it: fail closed.)
+    pub fn subscription(&self) -> bool {
+        self.original_uri
+            .is_some_and(|uri| uri.starts_with(SUBSCRIBE.as_bytes()))
     }
 
     /// The path part of the request target.

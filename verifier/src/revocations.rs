@@ -134,6 +134,9 @@ pub struct Revocations {
     leeway: i64,
     /// How many usable sessions became unusable while we watched.
     ended: AtomicU64,
+    /// Those sessions, until [`crate::subscriptions`] takes them to end their
+    /// live subscriptions.
+    ended_outbox: Mutex<Vec<Box<str>>>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -169,6 +172,7 @@ impl Revocations {
             db_path: db_path.to_path_buf(),
             leeway,
             ended: AtomicU64::new(0),
+            ended_outbox: Mutex::new(Vec::new()),
         };
         {
             let epoch = revocations.epoch.load();
@@ -355,12 +359,35 @@ impl Revocations {
     fn sessions_ended(&self, sids: &[Box<str>]) {
         if !sids.is_empty() {
             self.ended.fetch_add(sids.len() as u64, Ordering::Relaxed);
+            self.lock_outbox().extend_from_slice(sids);
         }
     }
 
     /// How many usable sessions became unusable while this verifier watched.
     pub fn ended_count(&self) -> u64 {
         self.ended.load(Ordering::Relaxed)
+    }
+
+    /// The sessions that ended since the last call.
+    pub fn take_ended(&self) -> Vec<Box<str>> {
+        std::mem::take(&mut *self.lock_outbox())
+    }
+
+    /// Every session known as revoked and not yet expired: what a verifier
+    /// started after they were revoked must still end.
+    pub fn revoked_sessions(&self) -> Vec<Box<str>> {
+        self.read_sessions()
+            .map
+            .iter()
+            .filter(|(_, (_, revoked))| *revoked)
+            .map(|(sid, _)| sid.clone())
+            .collect()
+    }
+
+    fn lock_outbox(&self) -> MutexGuard<'_, Vec<Box<str>>> {
+        self.ended_outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Background upkeep, about once a second: look at the epoch file, forget

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use softphone_shared::live_keys::LiveKeys;
+use softphone_shared::paths::SUBSCRIBE;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
 use softphone_testkit::counting::{Counting, allocations};
@@ -82,20 +83,34 @@ fn a_valid_token_costs_no_allocation_per_request() {
     let refused =
         format!("GET {CHECK} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {revoked}\r\n\r\n")
             .into_bytes();
+    // An nchan subscriber's check: the answer also names its channels.
+    let subscribe = format!(
+        "GET /auth HTTP/1.1\r\nHost: x\r\nX-Original-URI: {SUBSCRIBE}users-state?authorization={valid}\r\n\r\n"
+    )
+    .into_bytes();
     let mut buf = [0u8; 4096];
     assert_eq!(
         round_trip(&mut stream, &refused, &mut buf),
         401,
         "revoked sessions are refused"
     );
+    assert_eq!(round_trip(&mut stream, &subscribe, &mut buf), 200);
+    let answer = String::from_utf8_lossy(&buf[..]).into_owned();
+    assert!(
+        answer.contains("\r\nX-Softphone-Session: live-session\r\n"),
+        "{answer}"
+    );
     // Warm up: the identity is interned once, buffers reach their size.
     for _ in 0..1000 {
         assert_eq!(round_trip(&mut stream, &request, &mut buf), 200);
+        assert_eq!(round_trip(&mut stream, &subscribe, &mut buf), 200);
     }
 
+    // Half media checks, half subscriber checks.
     let before = allocations();
-    for _ in 0..REQUESTS {
-        assert_eq!(round_trip(&mut stream, &request, &mut buf), 200);
+    for i in 0..REQUESTS {
+        let request = if i % 2 == 0 { &request } else { &subscribe };
+        assert_eq!(round_trip(&mut stream, request, &mut buf), 200);
     }
     let allocated = allocations() - before;
     let per_request = allocated as f64 / REQUESTS as f64;

@@ -201,6 +201,8 @@ pub struct Daemons {
     pub dir: TestDir,
     pub issuer: SocketAddr,
     pub verifier: SocketAddr,
+    /// Where the rendered nginx's nchan control server listens.
+    pub nchan_control: SocketAddr,
     options: Options,
     issuer_child: Option<Child>,
     verifier_child: Option<Child>,
@@ -216,6 +218,7 @@ impl Daemons {
         let mut daemons = Daemons {
             issuer: SocketAddr::from(([127, 0, 0, 1], free_port())),
             verifier: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            nchan_control: SocketAddr::from(([127, 0, 0, 1], free_port())),
             dir,
             options,
             issuer_child: None,
@@ -247,6 +250,10 @@ impl Daemons {
             ),
             ("SOFTPHONE_ISSUER_LISTEN", self.issuer.to_string()),
             ("SOFTPHONE_VERIFIER_LISTEN", self.verifier.to_string()),
+            (
+                "SOFTPHONE_NCHAN_CONTROL_LISTEN",
+                self.nchan_control.to_string(),
+            ),
             // Tests send hundreds of refused logins; they wait for the delay
             // only where it is what they test (`Options::with` overrides).
             ("SOFTPHONE_LOGIN_FAILURE_DELAY_MS", "0".to_owned()),

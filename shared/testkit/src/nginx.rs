@@ -10,6 +10,18 @@ use std::time::Duration;
 
 use crate::{BASE, Daemons, eventually, free_port, http, lazily, poll_until};
 
+/// What a front may do differently from [`Nginx::start`]'s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Front<'a> {
+    /// A file of extra server-level directives.
+    pub include: Option<&'a Path>,
+    /// A verifier upstream other than the configured one.
+    pub verifier: Option<&'a str>,
+    /// A second front for the same daemons: its own prefix and its own nchan
+    /// control port (the verifier ends subscriptions on the first front only).
+    pub second: bool,
+}
+
 pub struct Nginx {
     pub addr: SocketAddr,
     pub prefix: PathBuf,
@@ -21,18 +33,17 @@ impl Nginx {
     /// Starts nginx for `daemons`, serving `recordings` and proxying the WebSocket
     /// location to `ws_upstream`.
     pub fn start(daemons: &Daemons, ws_upstream: &str) -> Nginx {
-        Nginx::start_with(daemons, ws_upstream, None, None, "nginx")
+        Nginx::start_with(daemons, ws_upstream, &Front::default())
     }
 
-    /// As [`Nginx::start`], with a file of extra server-level directives, a
-    /// verifier upstream other than the configured one, and its own prefix name.
-    pub fn start_with(
-        daemons: &Daemons,
-        ws_upstream: &str,
-        include: Option<&Path>,
-        verifier: Option<&str>,
-        name: &str,
-    ) -> Nginx {
+    /// As [`Nginx::start`], with the choices of `front`.
+    pub fn start_with(daemons: &Daemons, ws_upstream: &str, front: &Front<'_>) -> Nginx {
+        let Front {
+            include,
+            verifier,
+            second,
+        } = *front;
+        let name = if second { "nginx-second" } else { "nginx" };
         let nginx = which("nginx").unwrap_or_else(|| {
             panic!("nginx is not installed: run deploy/test.sh, which installs nginx and libnginx-mod-nchan")
         });
@@ -67,6 +78,11 @@ impl Nginx {
         }
         if let Some(verifier) = verifier {
             args.extend(["--verifier".to_owned(), verifier.to_owned()]);
+        }
+        if second {
+            // The configured control port is the first front's.
+            let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            args.extend(["--nchan-control".to_owned(), control.to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, conf) = daemons.admin(&args, "");

@@ -113,6 +113,7 @@ fn report(decision: Decision, first: u64, second: u64) {
     static SEEN: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());
     let kind = match decision {
         Decision::Allow(_) => "Allow".to_owned(),
+        Decision::Subscribe(..) => "Subscribe".to_owned(),
         other => format!("{other:?}"),
     };
     let mut seen = SEEN.lock().unwrap();
@@ -136,7 +137,7 @@ fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
 /// verifies as a refresh token.
 fn backed_by_the_decoders(head: &Head<'_>, decision: Decision) {
     let refresh = match decision {
-        Decision::Allow(_) => false,
+        Decision::Allow(_) | Decision::Subscribe(..) => false,
         Decision::Forbidden => true,
         _ => return,
     };

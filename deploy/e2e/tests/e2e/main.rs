@@ -4,6 +4,7 @@
 
 mod attacks;
 mod front;
+mod live_subscriptions;
 mod nchan;
 mod ops;
 mod seed;
