@@ -21,7 +21,8 @@ data=$(cd "$data" && pwd)
 export SOFTPHONE_DATA=$data
 
 ensure_packages
-cargo build --release --locked -q -p softphone-issuer -p softphone-verifier
+echo "building the release binaries (the first build takes a few minutes)..."
+cargo build --release --locked -p softphone-issuer -p softphone-verifier
 issuer=$root/target/release/softphone-issuer
 verifier=$root/target/release/softphone-verifier
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)

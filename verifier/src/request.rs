@@ -2,7 +2,8 @@
 //!
 //! Token sources, in the original nginx Lua's order: query parameter
 //! `authorization`, query parameter `token`, then the `Authorization` header. The
-//! query comes from the request target (nchan appends the original query there) and
+//! query comes from the request target (where `nchan_authorize_request`, which an
+//! older nginx config may still use, appends the original query) and
 //! from `X-Original-URI` (set by nginx for `auth_request`). Each value is read by
 //! [`bearer`]; query values are percent-decoded first. Every source that is
 //! present must carry the same token: two different tokens are refused.
@@ -10,7 +11,8 @@
 use softphone_shared::paths::SUBSCRIBE;
 use softphone_shared::token::{MAX_TOKEN_LEN, bearer};
 
-/// Short internal path for nginx's `auth_request` and `nchan_authorize_request`.
+/// Short internal path for nginx's `auth_request` (media, WebSocket, nchan
+/// subscribers).
 pub const AUTH_PATH: &str = "/auth";
 /// Liveness probe of the verifier itself.
 pub const HEALTH_PATH: &str = "/health";
