@@ -5,11 +5,12 @@
 //! answers' p99 up tenfold; at nice 19 with SCHED_BATCH the scheduler runs the
 //! checks in the gaps instead. At most `login_concurrency` run at once and at most
 //! [`MAX_WAITING`] wait in each queue; beyond that a login is told to come back
-//! later. Logins from addresses known to their user wait in their own queue,
-//! served first.
+//! later, and so is one that waited longer than [`MAX_WAIT`]. Logins from
+//! addresses known to their user wait in their own queue, served first.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use thread_priority::{
     NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
@@ -23,7 +24,17 @@ use crate::ApiError;
 /// Retry-After.
 pub const MAX_WAITING: usize = 256;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Longest a login waits for a hashing thread before it is told to come back
+/// (503 + Retry-After), unchecked. nginx gives the issuer 2.5 s before it
+/// answers 503 itself (deploy/nginx/locations.conf.in): a login that could not
+/// even start by then would be cut off mid-hash, its session possibly made but
+/// its tokens lost.
+pub const MAX_WAIT: Duration = Duration::from_millis(1500);
+
+struct Job {
+    queued: Instant,
+    run: Box<dyn FnOnce() + Send>,
+}
 
 /// Which queue a check waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +87,11 @@ impl Hasher {
                         eprintln!("softphone-issuer: password threads keep normal priority: {e:?}");
                     }
                     while let Some(job) = shared.next() {
-                        job();
+                        // Dropped unrun, the job's answer channel closes: the
+                        // login is told to come back later.
+                        if job.queued.elapsed() <= MAX_WAIT {
+                            (job.run)();
+                        }
                     }
                 })?;
         }
@@ -90,9 +105,12 @@ impl Hasher {
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(check());
-        });
+        let job = Job {
+            queued: Instant::now(),
+            run: Box::new(move || {
+                let _ = tx.send(check());
+            }),
+        };
         let Ok(mut jobs) = self.shared.jobs.lock() else {
             return Err(ApiError::Internal);
         };
@@ -109,15 +127,14 @@ impl Hasher {
         Ok(rx)
     }
 
-    /// Runs `check` on a hashing thread and returns its verdict.
+    /// Runs `check` on a hashing thread and returns its verdict; [`ApiError::Busy`]
+    /// when it could not run (the queue full, the wait too long, shutting down).
     pub async fn run<T, F>(&self, queue: Queue, check: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.submit(queue, check)?
-            .await
-            .map_err(|_| ApiError::Internal)
+        self.submit(queue, check)?.await.map_err(|_| ApiError::Busy)
     }
 }
 
@@ -197,5 +214,32 @@ mod tests {
         let order = order.lock().unwrap();
         assert_eq!(order.len(), MAX_WAITING + 1);
         assert_eq!(order[0], usize::MAX, "the known check ran first");
+    }
+
+    /// A check that waited longer than MAX_WAIT never runs: its login is told
+    /// to come back, and the thread goes on with fresh ones.
+    #[tokio::test]
+    async fn checks_that_waited_too_long_are_not_run() {
+        let hasher = Hasher::start(1).unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let blocked = hasher
+            .submit(Queue::Other, move || wait.recv().is_ok())
+            .unwrap();
+        let ran = Arc::new(Mutex::new(false));
+        let stale = {
+            let ran = Arc::clone(&ran);
+            hasher
+                .submit(Queue::Other, move || *ran.lock().unwrap() = true)
+                .unwrap()
+        };
+        tokio::time::sleep(MAX_WAIT + Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        assert_eq!(blocked.await, Ok(true));
+        assert!(
+            stale.await.is_err(),
+            "the stale check's answer channel closed"
+        );
+        assert!(!*ran.lock().unwrap());
+        assert_eq!(hasher.run(Queue::Other, || 7).await, Ok(7));
     }
 }

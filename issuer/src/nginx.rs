@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use softphone_shared::config::Config;
 
+use crate::error::ApiError;
 use crate::{Error, Result};
 
 const MAIN: &str = include_str!("../../deploy/nginx/main.conf.in");
@@ -103,7 +104,11 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
         return Err(bad("ws_upstream", "must be an http:// or https:// URL"));
     }
     let fill = |template: &str| {
-        template
+        let mut text = template.to_owned();
+        for errors in Errors::ALL {
+            text = fill_lines(&text, errors.placeholder(), &errors.directives());
+        }
+        text.replace("{{error_locations}}", &error_locations(&p.access_log))
             .replace("{{issuer}}", &p.issuer.to_string())
             .replace("{{verifier}}", &p.verifier)
             .replace("{{nchan_control}}", &p.nchan_control.to_string())
@@ -127,6 +132,185 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
         Form::Site => site,
         Form::Main => fill(MAIN).replace("{{site}}", &indent(&site, "    ")),
     })
+}
+
+/// An answer nginx gives itself, in the contract's JSON error format.
+struct Page {
+    name: &'static str,
+    status: u16,
+    message: &'static str,
+    /// With `Retry-After` (the app should come back soon).
+    retry_after: bool,
+}
+
+/// Seconds a `503` from nginx asks the app to wait: a daemon that stalls is
+/// restarted by its watchdog within seconds.
+const RETRY_AFTER: u32 = 5;
+
+/// Every page, with the contract's message where it has one.
+fn pages() -> [Page; 12] {
+    let page = |name, status, message| Page {
+        name,
+        status,
+        message,
+        retry_after: false,
+    };
+    [
+        page("bad-request", 400, "Bad request"),
+        page("header-too-large", 400, "Request header too large"),
+        // A login body over client_max_body_size: the contract's 400.
+        page(
+            "credentials",
+            400,
+            ApiError::BadCredentialsRequest.message(),
+        ),
+        page("unauthorized", 401, ApiError::RefreshInvalid.message()),
+        page("wrong-type", 403, ApiError::ProfileWrongType.message()),
+        page("forbidden", 403, "Forbidden"),
+        page("not-found", 404, ApiError::NotFound.message()),
+        page("method", 405, ApiError::MethodNotAllowed.message()),
+        page("too-large", 413, "Request too large"),
+        page("uri-too-long", 414, "Request URI too long"),
+        page("internal", 500, ApiError::Internal.message()),
+        Page {
+            retry_after: true,
+            ..page("unavailable", 503, ApiError::Busy.message())
+        },
+    ]
+}
+
+/// Where nginx's own errors happen, and which page each status gets there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Errors {
+    /// The whole server (site and main forms): requests that reach no location.
+    Server,
+    /// The API, proxied to the issuer (whose own JSON errors pass untouched).
+    Api,
+    /// Locations behind the verifier (media, WebSocket, subscribers): a failed
+    /// check is the app's 401/403, a failed verifier (500) is a 503.
+    Guarded,
+    /// A location that only ever refuses.
+    Refusing,
+}
+
+impl Errors {
+    const ALL: [Errors; 4] = [
+        Errors::Server,
+        Errors::Api,
+        Errors::Guarded,
+        Errors::Refusing,
+    ];
+
+    fn placeholder(self) -> &'static str {
+        match self {
+            Errors::Server => "{{error_pages_server}}",
+            Errors::Api => "{{error_pages_api}}",
+            Errors::Guarded => "{{error_pages_guarded}}",
+            Errors::Refusing => "{{error_pages_refusing}}",
+        }
+    }
+
+    /// (statuses, page): nginx's status codes, the page that answers them.
+    fn table(self) -> &'static [(&'static str, &'static str)] {
+        const UNAVAILABLE: (&str, &str) = ("500 502 503 504", "unavailable");
+        match self {
+            Errors::Server => &[
+                ("400", "bad-request"),
+                ("494", "header-too-large"),
+                ("401", "unauthorized"),
+                ("403", "forbidden"),
+                ("404", "not-found"),
+                ("405", "method"),
+                ("413", "too-large"),
+                ("414", "uri-too-long"),
+                ("500", "internal"),
+                ("502 503 504", "unavailable"),
+            ],
+            Errors::Api => &[
+                ("403", "forbidden"),
+                ("404", "not-found"),
+                ("405", "method"),
+                ("413", "credentials"),
+                UNAVAILABLE,
+            ],
+            Errors::Guarded => &[
+                ("401", "unauthorized"),
+                ("403", "wrong-type"),
+                ("404", "not-found"),
+                ("405", "method"),
+                ("413", "too-large"),
+                UNAVAILABLE,
+            ],
+            Errors::Refusing => &[("403", "forbidden"), ("404", "not-found")],
+        }
+    }
+
+    /// The `error_page` lines.
+    fn directives(self) -> Vec<String> {
+        let by_name = pages();
+        self.table()
+            .iter()
+            .map(|&(codes, name)| {
+                let status = by_name
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map_or(500, |p| p.status);
+                // `=N` where nginx's code is not the page's (494 → 400).
+                let shown = if codes.split(' ').all(|c| c == status.to_string()) {
+                    String::new()
+                } else {
+                    format!("={status} ")
+                };
+                format!("error_page {codes} {shown}{ERROR_PREFIX}{name};")
+            })
+            .collect()
+    }
+}
+
+/// Internal URIs of the pages.
+const ERROR_PREFIX: &str = "/_softphone_error/";
+
+/// The internal location that answers every page.
+fn error_locations(access_log: &str) -> String {
+    let mut out = format!(
+        "# nginx's own errors, in the contract's JSON (the `error_page` lines point here).\n\
+         location ^~ {ERROR_PREFIX} {{\n    \
+             internal;\n    \
+             access_log {access_log} softphone_masked;\n    \
+             default_type application/json;\n"
+    );
+    for page in pages() {
+        let retry = if page.retry_after {
+            format!("add_header Retry-After {RETRY_AFTER} always;\n        ")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "    location = {ERROR_PREFIX}{name} {{\n        \
+                 add_header Cache-Control no-store always;\n        \
+                 {retry}return {status} '{{\"success\":false,\"error\":\"{message}\",\"timestamp\":$softphone_unix_time}}';\n    \
+             }}\n",
+            name = page.name,
+            status = page.status,
+            message = page.message,
+        ));
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Replaces each line that holds only `placeholder` by `lines`, indented alike.
+fn fill_lines(template: &str, placeholder: &str, lines: &[String]) -> String {
+    template
+        .split_inclusive('\n')
+        .map(|line| match line.trim_end().strip_suffix(placeholder) {
+            Some(indent) if indent.trim().is_empty() => lines
+                .iter()
+                .map(|l| format!("{indent}{l}\n"))
+                .collect::<String>(),
+            _ => line.to_owned(),
+        })
+        .collect()
 }
 
 /// Values land inside nginx directives: nothing that could end or open one.
