@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: issuer, verifier and nginx (with nchan),
-# answering on http://127.0.0.1:${SOFTPHONE_PORT:-8080}. Ctrl-C (or SIGTERM)
-# stops everything it started.
+# answering on http://127.0.0.1:${SOFTPHONE_PORT:-8080} and on
+# https://127.0.0.1:${SOFTPHONE_TLS_PORT:-8443} (a self-signed certificate made on
+# first run under <data>/tls/). Ctrl-C (or SIGTERM) stops everything it started.
 #
 #   SOFTPHONE_DATA   data directory (default ./var): key, database, logs, nginx
-#   SOFTPHONE_PORT   nginx's port on 127.0.0.1 (default 8080)
+#   SOFTPHONE_PORT   nginx's plain-HTTP port on 127.0.0.1 (default 8080)
+#   SOFTPHONE_TLS_PORT  nginx's HTTPS port on 127.0.0.1 (default 8443)
 #   SOFTPHONE_WS_UPSTREAM  where /pbxcore/softphone/ws goes
 #                    (default http://127.0.0.1:8088/asterisk/ws, Asterisk's)
 # Every other SOFTPHONE_* setting of the daemons applies as well (README).
@@ -15,19 +17,21 @@ cd "$root"
 . deploy/lib.sh
 
 port=${SOFTPHONE_PORT:-8080}
+tls_port=${SOFTPHONE_TLS_PORT:-8443}
 data=${SOFTPHONE_DATA:-$root/var}
 mkdir -p "$data"
 data=$(cd "$data" && pwd)
 export SOFTPHONE_DATA=$data
 
-ensure_packages
+ensure_packages openssl:openssl
 echo "building the release binaries (the first build takes a few minutes)..."
 cargo build --release --locked -p softphone-issuer -p softphone-verifier
 issuer=$root/target/release/softphone-issuer
 verifier=$root/target/release/softphone-verifier
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-mkdir -p "$data/db" "$data/log" "$data/nginx" "$data/recordings"
+mkdir -p "$data/db" "$data/log" "$data/nginx" "$data/recordings" "$data/acme"
+bash deploy/tls-selfsigned.sh "$data/tls"
 # nginx's workers run unprivileged: they must reach the recordings.
 chmod 755 "$data" "$data/recordings"
 
@@ -39,6 +43,11 @@ fi
 
 "$issuer" nginx-config main \
     --listen "127.0.0.1:$port" \
+    --tls-listen "127.0.0.1:$tls_port" \
+    --tls-certificate "$data/tls/cert.pem" \
+    --tls-certificate-key "$data/tls/key.pem" \
+    --acme-webroot "$data/acme" \
+    --plain-http serve \
     --prefix "$data/nginx" \
     --recordings "$data/recordings" \
     --access-log "$data/log/nginx-access.log" \
@@ -72,6 +81,8 @@ for _ in $(seq 1 100); do
     if curl -fsS -o /dev/null "$base/health" 2>/dev/null \
         && curl -fsS -o /dev/null "http://${SOFTPHONE_VERIFIER_LISTEN:-127.0.0.1:8082}/health" 2>/dev/null; then
         echo "base URL: $base"
+        echo "HTTPS base URL: https://127.0.0.1:$tls_port/pbxcore/api/module-softphone-backend/v1" \
+             "(self-signed: curl --cacert $data/tls/cert.pem)"
         echo "ready"
         wait -n || true
         echo "a process exited; stopping the rest" >&2

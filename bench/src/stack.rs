@@ -78,6 +78,7 @@ impl Stack {
                 include: Some(&include),
                 verifier: Some(&verifier_tcp),
                 second: false,
+                redirect: false,
             },
         );
         let nginx_unix = Nginx::start_with(
@@ -87,6 +88,7 @@ impl Stack {
                 include: Some(&include),
                 verifier: None,
                 second: true,
+                redirect: false,
             },
         );
         std::fs::write(nginx.recordings.join("a.mp3"), vec![0x55u8; 1024])

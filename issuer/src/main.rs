@@ -51,9 +51,24 @@ struct NginxArgs {
     /// upstreams / locations: the two halves for an existing server (MikoPBX)
     #[arg(value_enum)]
     form: NginxForm,
-    /// The server's `listen` (site and main)
+    /// The plain-HTTP server's `listen` (site and main)
     #[arg(long, default_value = "8080")]
     listen: String,
+    /// The HTTPS server's `listen` (site and main)
+    #[arg(long, default_value = "443")]
+    tls_listen: String,
+    /// Certificate chain (PEM); default: tls_certificate
+    #[arg(long)]
+    tls_certificate: Option<PathBuf>,
+    /// Private key (PEM); default: tls_certificate_key
+    #[arg(long)]
+    tls_certificate_key: Option<PathBuf>,
+    /// Directory served under /.well-known/acme-challenge/; default: acme_webroot
+    #[arg(long)]
+    acme_webroot: Option<PathBuf>,
+    /// Plain HTTP redirects to HTTPS, or also serves the API (loopback use)
+    #[arg(long, value_enum, default_value = "redirect")]
+    plain_http: nginx::PlainHttp,
     /// Directory served under /pbxcore/softphone/recordings/
     #[arg(long, default_value = "/var/spool/asterisk/monitor")]
     recordings: PathBuf,
@@ -175,6 +190,15 @@ fn run(args: Args) -> Result<()> {
                 verifier: a.verifier.unwrap_or(defaults.verifier.clone()),
                 nchan_control: a.nchan_control.unwrap_or(defaults.nchan_control),
                 listen: a.listen,
+                tls_listen: a.tls_listen,
+                tls_certificate: a
+                    .tls_certificate
+                    .unwrap_or(defaults.tls_certificate.clone()),
+                tls_certificate_key: a
+                    .tls_certificate_key
+                    .unwrap_or(defaults.tls_certificate_key.clone()),
+                acme_webroot: a.acme_webroot.unwrap_or(defaults.acme_webroot.clone()),
+                plain_http: a.plain_http,
                 recordings: a.recordings,
                 ws_upstream: a.ws_upstream,
                 access_log: a.access_log,

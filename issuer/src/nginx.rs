@@ -26,6 +26,16 @@ pub enum Form {
     Locations,
 }
 
+/// What the site's plain-HTTP server does besides ACME challenges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlainHttp {
+    /// Redirect to HTTPS (308, so a POST stays a POST): bearer tokens travel
+    /// only over TLS (RFC 6750 §5.3).
+    Redirect,
+    /// Serve the API too: for loopback use (run.sh, the seed's examples, tests).
+    Serve,
+}
+
 /// What the templates leave open.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -34,8 +44,17 @@ pub struct Params {
     pub verifier: String,
     /// nginx's control server for nchan, where the verifier deletes channels.
     pub nchan_control: SocketAddr,
-    /// `listen` argument of the site's server (`8080`, `127.0.0.1:8080`, …).
+    /// `listen` argument of the site's plain-HTTP server (`8080`,
+    /// `127.0.0.1:8080`, …).
     pub listen: String,
+    /// `listen` argument of the site's HTTPS server (`443`, `127.0.0.1:8443`).
+    pub tls_listen: String,
+    pub tls_certificate: PathBuf,
+    pub tls_certificate_key: PathBuf,
+    /// Served under `/.well-known/acme-challenge/` on plain HTTP.
+    pub acme_webroot: PathBuf,
+    /// What the plain-HTTP server does with everything else.
+    pub plain_http: PlainHttp,
     /// Directory served under `/pbxcore/softphone/recordings/`.
     pub recordings: PathBuf,
     /// Where `/pbxcore/softphone/ws` goes: Asterisk's HTTP server on a PBX.
@@ -61,6 +80,11 @@ impl Params {
             },
             nchan_control: config.nchan_control_listen,
             listen: "8080".into(),
+            tls_listen: "443".into(),
+            tls_certificate: config.tls_certificate.clone(),
+            tls_certificate_key: config.tls_certificate_key.clone(),
+            acme_webroot: config.acme_webroot.clone(),
+            plain_http: PlainHttp::Redirect,
             recordings: "/var/spool/asterisk/monitor".into(),
             ws_upstream: "http://127.0.0.1:8088/asterisk/ws".into(),
             access_log: "/var/log/nginx/softphone-access.log".into(),
@@ -75,6 +99,7 @@ impl Params {
 pub fn render(form: Form, p: &Params) -> Result<String> {
     for (name, value) in [
         ("listen", p.listen.as_str()),
+        ("tls_listen", p.tls_listen.as_str()),
         ("verifier", p.verifier.as_str()),
         ("ws_upstream", p.ws_upstream.as_str()),
         ("access_log", p.access_log.as_str()),
@@ -83,7 +108,13 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
     ] {
         check_value(name, value)?;
     }
-    for (name, path) in [("recordings", &p.recordings), ("prefix", &p.prefix)] {
+    for (name, path) in [
+        ("recordings", &p.recordings),
+        ("prefix", &p.prefix),
+        ("tls_certificate", &p.tls_certificate),
+        ("tls_certificate_key", &p.tls_certificate_key),
+        ("acme_webroot", &p.acme_webroot),
+    ] {
         let text = path.to_str().ok_or_else(|| bad(name, "is not UTF-8"))?;
         check_value(name, text)?;
         if !path.is_absolute() {
@@ -113,6 +144,16 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
             .replace("{{verifier}}", &p.verifier)
             .replace("{{nchan_control}}", &p.nchan_control.to_string())
             .replace("{{listen}}", &p.listen)
+            .replace("{{tls_listen}}", &p.tls_listen)
+            .replace(
+                "{{tls_certificate}}",
+                &p.tls_certificate.display().to_string(),
+            )
+            .replace(
+                "{{tls_certificate_key}}",
+                &p.tls_certificate_key.display().to_string(),
+            )
+            .replace("{{acme_webroot}}", &p.acme_webroot.display().to_string())
             .replace("{{recordings}}", &p.recordings.display().to_string())
             .replace("{{ws_upstream}}", &p.ws_upstream)
             .replace("{{access_log}}", &p.access_log)
@@ -122,10 +163,23 @@ pub fn render(form: Form, p: &Params) -> Result<String> {
     };
     let upstreams = fill(UPSTREAMS);
     let locations = fill(LOCATIONS);
+    let served = format!("{include}{}", indent(&locations, "    "));
+    let plain = match p.plain_http {
+        PlainHttp::Serve => served.clone(),
+        // Its own error pages need their locations too.
+        PlainHttp::Redirect => indent(
+            &format!(
+                "{}\n\n{}",
+                redirect(&p.tls_listen),
+                error_locations(&p.access_log)
+            ),
+            "    ",
+        ),
+    };
     let site = fill(SITE)
-        .replace("{{include}}\n", &include)
         .replace("{{upstreams}}", &upstreams)
-        .replace("{{locations}}", &indent(&locations, "    "));
+        .replace("{{served}}", &served)
+        .replace("{{plain_http}}", &plain);
     Ok(match form {
         Form::Upstreams => upstreams,
         Form::Locations => locations,
@@ -288,6 +342,7 @@ fn error_locations(access_log: &str) -> String {
         out.push_str(&format!(
             "    location = {ERROR_PREFIX}{name} {{\n        \
                  add_header Cache-Control no-store always;\n        \
+                 add_header Strict-Transport-Security $softphone_hsts always;\n        \
                  {retry}return {status} '{{\"success\":false,\"error\":\"{message}\",\"timestamp\":$softphone_unix_time}}';\n    \
              }}\n",
             name = page.name,
@@ -311,6 +366,21 @@ fn fill_lines(template: &str, placeholder: &str, lines: &[String]) -> String {
             _ => line.to_owned(),
         })
         .collect()
+}
+
+/// The plain-HTTP server's answer to everything but ACME challenges.
+fn redirect(tls_listen: &str) -> String {
+    let port = tls_listen.rsplit(':').next().unwrap_or(tls_listen);
+    let authority = if port == "443" {
+        "$host".to_owned()
+    } else {
+        format!("$host:{port}")
+    };
+    format!(
+        "# Tokens travel only over TLS: everything else moves to HTTPS (308 keeps\n\
+         # the method, so a login is not turned into a GET).\n\
+         location / {{\n    return 308 https://{authority}$request_uri;\n}}"
+    )
 }
 
 /// Values land inside nginx directives: nothing that could end or open one.

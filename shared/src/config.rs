@@ -68,6 +68,13 @@ pub struct Config {
     /// deletes the channels that end live subscriptions (see the verifier's
     /// `subscriptions` module).
     pub nchan_control_listen: SocketAddr,
+    /// The HTTPS server's certificate chain (PEM), for the rendered nginx site.
+    pub tls_certificate: PathBuf,
+    /// Its private key (PEM); nginx's master process reads it as root.
+    pub tls_certificate_key: PathBuf,
+    /// Served under `/.well-known/acme-challenge/` on plain HTTP (certbot's
+    /// webroot mode writes its challenges there).
+    pub acme_webroot: PathBuf,
     pub verifier_workers: usize,
     pub access_ttl: i64,
     pub refresh_ttl: i64,
@@ -102,6 +109,11 @@ impl Default for Config {
             verifier_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             verifier_socket: None,
             nchan_control_listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            // Debian's ssl-cert package makes this pair on every host: the
+            // site starts before a real certificate is in place.
+            tls_certificate: PathBuf::from("/etc/ssl/certs/ssl-cert-snakeoil.pem"),
+            tls_certificate_key: PathBuf::from("/etc/ssl/private/ssl-cert-snakeoil.key"),
+            acme_webroot: PathBuf::from("/var/www/html"),
             verifier_workers: 1,
             access_ttl: 3600,
             refresh_ttl: 2_592_000,
@@ -445,7 +457,7 @@ mod tests {
     #[test]
     fn every_field_has_its_variable() {
         let fields = Config::fields();
-        assert_eq!(fields.len(), 24, "{fields:?}");
+        assert_eq!(fields.len(), 27, "{fields:?}");
         assert_eq!(Config::env_name("data_dir"), "SOFTPHONE_DATA");
         assert_eq!(Config::env_name("leeway"), "SOFTPHONE_LEEWAY");
         // A path that reads as a number is still a path.

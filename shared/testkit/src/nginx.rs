@@ -20,10 +20,18 @@ pub struct Front<'a> {
     /// A second front for the same daemons: its own prefix and its own nchan
     /// control port (the verifier ends subscriptions on the first front only).
     pub second: bool,
+    /// Plain HTTP redirects to HTTPS, as on an installed host (by default it
+    /// serves the API, as `deploy/run.sh` renders it for loopback use).
+    pub redirect: bool,
 }
 
 pub struct Nginx {
+    /// Plain HTTP.
     pub addr: SocketAddr,
+    /// HTTPS, with the self-signed certificate [`Nginx::ca_file`].
+    pub tls_addr: SocketAddr,
+    /// Served under `/.well-known/acme-challenge/` on plain HTTP.
+    pub acme_webroot: PathBuf,
     pub prefix: PathBuf,
     pub recordings: PathBuf,
     child: Option<Child>,
@@ -42,6 +50,7 @@ impl Nginx {
             include,
             verifier,
             second,
+            redirect,
         } = *front;
         let name = if second { "nginx-second" } else { "nginx" };
         let nginx = which("nginx").unwrap_or_else(|| {
@@ -52,11 +61,35 @@ impl Nginx {
         fs::create_dir_all(&prefix).unwrap();
         fs::create_dir_all(&recordings).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tls_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tls = prefix.join("tls");
+        let made = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tls-selfsigned.sh"))
+            .arg(&tls)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "deploy/tls-selfsigned.sh failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let acme_webroot = daemons.dir.path().join("acme");
+        fs::create_dir_all(&acme_webroot).unwrap();
         let mut args: Vec<String> = [
             "nginx-config",
             "main",
             "--listen",
             &addr.to_string(),
+            "--tls-listen",
+            &tls_addr.to_string(),
+            "--tls-certificate",
+            tls.join("cert.pem").to_str().unwrap(),
+            "--tls-certificate-key",
+            tls.join("key.pem").to_str().unwrap(),
+            "--acme-webroot",
+            acme_webroot.to_str().unwrap(),
+            "--plain-http",
+            if redirect { "redirect" } else { "serve" },
             "--prefix",
             prefix.to_str().unwrap(),
             "--recordings",
@@ -120,6 +153,8 @@ impl Nginx {
             .unwrap();
         let mut nginx = Nginx {
             addr,
+            tls_addr,
+            acme_webroot,
             prefix,
             recordings,
             child: Some(child),
@@ -143,9 +178,20 @@ impl Nginx {
                     );
                 }
                 http::try_request(addr, "GET", &format!("{BASE}/health"), &[], b"")
-                    .is_ok_and(|r| r.status == 200)
+                    // 308: a front whose plain HTTP redirects to HTTPS.
+                    .is_ok_and(|r| r.status == 200 || r.status == 308)
             },
         );
+    }
+
+    /// The self-signed certificate of the HTTPS server (`curl --cacert`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.prefix.join("tls/cert.pem")
+    }
+
+    /// The HTTPS base URL of the API.
+    pub fn https_base(&self) -> String {
+        format!("https://{}{BASE}", self.tls_addr)
     }
 
     pub fn access_log(&self) -> String {

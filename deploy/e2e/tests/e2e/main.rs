@@ -11,6 +11,7 @@ mod ops;
 mod seed;
 mod sessions;
 mod throttle;
+mod tls;
 mod websocket;
 
 use softphone_testkit::Daemons;

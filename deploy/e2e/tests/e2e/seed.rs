@@ -8,19 +8,25 @@ use softphone_testkit::{BASE, eventually};
 
 use crate::{assert_no_secrets, stack};
 
-const SCRIPT: &str = include_str!("../../seed-examples.sh");
+pub const SCRIPT: &str = include_str!("../../seed-examples.sh");
 
 /// The logout step, to move it to the end for the second run.
-const LOGOUT_STEP: &str = "# 5) Выход\ncurl -sS -X POST \"$BASE_URL/auth/logout\" \\\n  -H \"Authorization: Bearer $ACCESS_TOKEN\"\n";
+pub const LOGOUT_STEP: &str = "# 5) Выход\ncurl -sS -X POST \"$BASE_URL/auth/logout\" \\\n  -H \"Authorization: Bearer $ACCESS_TOKEN\"\n";
 
 /// Runs `script` with bash; each curl call also prints `@@<status>@@` after its
 /// body, so the statuses can be read in order without touching the script.
 fn run(script: &str, base_url: &str) -> (Vec<u16>, String) {
+    run_with_env(script, base_url, &[])
+}
+
+/// As [`run`], with more environment (curl reads `CURL_CA_BUNDLE`).
+pub fn run_with_env(script: &str, base_url: &str, env: &[(&str, &str)]) -> (Vec<u16>, String) {
     let prelude = "curl() { command curl -w '\\n@@%{http_code}@@\\n' \"$@\"; }\n";
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(format!("{prelude}{script}"))
         .env("BASE_URL", base_url)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -47,7 +53,7 @@ fn run(script: &str, base_url: &str) -> (Vec<u16>, String) {
 }
 
 /// The token the script extracted with its own sed line, from its echo of the login.
-fn access_token(out: &str) -> String {
+pub fn access_token(out: &str) -> String {
     let start = out.find(r#""access_token":""#).unwrap() + 16;
     out[start..].split('"').next().unwrap().to_owned()
 }
