@@ -6,7 +6,12 @@
 //! checks in the gaps instead. At most `login_concurrency` run at once and at most
 //! [`MAX_WAITING`] wait in each queue; beyond that a login is told to come back
 //! later, and so is one that waited longer than [`MAX_WAIT`]. Logins from
-//! addresses known to their user wait in their own queue, served first.
+//! addresses known to their user wait in their own queue, served first, and
+//! have one more thread of their own at normal priority: on a machine a flood
+//! (or anything else) keeps busy, a nice-19 thread can take seconds per hash,
+//! and the real user's phone must not wait for that. Only someone who has
+//! logged in with the password before reaches that queue, so it cannot be
+//! flooded.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -70,14 +75,20 @@ impl std::fmt::Debug for Hasher {
 }
 
 impl Hasher {
-    /// Starts `threads` hashing threads.
+    /// Starts `threads` hashing threads at the lowest priority, and one at
+    /// normal priority for known addresses only.
     pub fn start(threads: usize) -> std::io::Result<Hasher> {
         let shared = Arc::new(Shared::default());
-        for i in 0..threads.max(1) {
+        for i in 0..=threads.max(1) {
+            let known_only = i == 0;
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("password-{i}"))
-                .spawn(move || {
+            let name = if known_only {
+                "password-known".to_owned()
+            } else {
+                format!("password-{i}")
+            };
+            std::thread::Builder::new().name(name).spawn(move || {
+                if !known_only {
                     let lowered = set_thread_priority_and_policy(
                         thread_native_id(),
                         ThreadPriority::Min,
@@ -86,14 +97,15 @@ impl Hasher {
                     if let Err(e) = lowered {
                         eprintln!("softphone-issuer: password threads keep normal priority: {e:?}");
                     }
-                    while let Some(job) = shared.next() {
-                        // Dropped unrun, the job's answer channel closes: the
-                        // login is told to come back later.
-                        if job.queued.elapsed() <= MAX_WAIT {
-                            (job.run)();
-                        }
+                }
+                while let Some(job) = shared.next(known_only) {
+                    // Dropped unrun, the job's answer channel closes: the
+                    // login is told to come back later.
+                    if job.queued.elapsed() <= MAX_WAIT {
+                        (job.run)();
                     }
-                })?;
+                }
+            })?;
         }
         Ok(Hasher { shared })
     }
@@ -123,7 +135,9 @@ impl Hasher {
         }
         waiting.push_back(job);
         drop(jobs);
-        self.shared.ready.notify_one();
+        // Wake every thread: a known job may be for the known thread only
+        // waiting, an other job for any of the rest.
+        self.shared.ready.notify_all();
         Ok(rx)
     }
 
@@ -139,11 +153,17 @@ impl Hasher {
 }
 
 impl Shared {
-    /// The next job, known queue first; `None` when the issuer shuts down.
-    fn next(&self) -> Option<Job> {
+    /// The next job, known queue first (only that one with `known_only`);
+    /// `None` when the issuer shuts down.
+    fn next(&self, known_only: bool) -> Option<Job> {
         let mut jobs = self.jobs.lock().ok()?;
         loop {
-            if let Some(job) = jobs.known.pop_front().or_else(|| jobs.other.pop_front()) {
+            let job = match jobs.known.pop_front() {
+                Some(job) => Some(job),
+                None if known_only => None,
+                None => jobs.other.pop_front(),
+            };
+            if let Some(job) = job {
                 return Some(job);
             }
             if jobs.closed {
@@ -205,9 +225,11 @@ mod tests {
                 })
                 .unwrap()
         };
+        // It runs on the known thread while every other thread is busy.
+        let known = tokio::time::timeout(Duration::from_secs(5), known).await;
+        assert_eq!(known.ok(), Some(Ok(true)));
         release.send(()).unwrap();
         assert_eq!(blocked.await, Ok(true));
-        assert_eq!(known.await, Ok(true));
         for q in queued {
             assert_eq!(q.await, Ok(true));
         }

@@ -842,13 +842,22 @@ fn a_wrong_password_flood_leaves_profile_and_refresh_answering() {
     let refreshes = refreshes.join().unwrap();
 
     // Every guess is refused: 401, or 429 + Retry-After once the per-user ceiling
-    // (20 failures from anywhere) is passed. Never a 2xx, a 503 or a 500.
+    // (20 failures from anywhere) is passed, or 503 + Retry-After when its
+    // check waited too long for a hashing thread and never ran. Never a 2xx or
+    // a 500.
     for (status, retry_after) in &statuses {
-        assert!(matches!(status, 401 | 429), "a guess got {status}");
-        assert_eq!(*retry_after, *status == 429);
+        assert!(matches!(status, 401 | 429 | 503), "a guess got {status}");
+        assert_eq!(*retry_after, *status != 401);
     }
-    let refused = statuses.iter().filter(|(s, _)| *s == 401).count();
-    assert!(refused >= 20, "only {refused} guesses were checked");
+    // The per-user ceiling lets 20 through to the hashing queue; those that
+    // waited too long there (one nice-19 thread, a busy machine) came back 503.
+    let checked = statuses.iter().filter(|(s, _)| *s == 401).count();
+    let unrun = statuses.iter().filter(|(s, _)| *s == 503).count();
+    assert!(checked >= 1, "no guess was checked");
+    assert!(
+        checked + unrun >= 20,
+        "only {checked} guesses were checked and {unrun} came back"
+    );
     assert!(profiles >= 2 && refreshes >= 2, "{profiles} {refreshes}");
 
     assert_still_serves(&mut d, USER, PASSWORD);
