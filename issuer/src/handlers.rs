@@ -178,7 +178,7 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
             app.throttle().abandoned(attempt);
             if e == ApiError::Busy {
                 app.log()
-                    .log_per_address(Event::AuthRateLimited, &username, meta.from, now);
+                    .log_per_address(Event::AuthRateLimited, &username, meta.from, unix_now());
             }
             return Err(e);
         }

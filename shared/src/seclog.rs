@@ -205,8 +205,11 @@ impl SecurityLog {
             let Ok(mut seen) = self.per_address.lock() else {
                 return;
             };
+            // Only forward: a line stamped late with an earlier minute (a login
+            // that waited) must not start that minute over, and the next one
+            // after it.
             let minute = now.div_euclid(60);
-            if seen.minute != minute {
+            if minute > seen.minute {
                 seen.minute = minute;
                 seen.logged.clear();
             }
@@ -371,6 +374,10 @@ mod tests {
         }
         log.log_per_address(Event::AuthRateLimited, "201", b, 1_795_773_659);
         log.log_per_address(Event::AuthRateLimited, "201", a, 1_795_773_660);
+        // A line stamped late with the minute before (a login that waited)
+        // starts no minute over: neither it nor the next one is written.
+        log.log_per_address(Event::AuthRateLimited, "201", a, 1_795_773_659);
+        log.log_per_address(Event::AuthRateLimited, "201", a, 1_795_773_661);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
