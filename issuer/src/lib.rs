@@ -14,5 +14,6 @@ pub mod serve;
 pub mod state;
 pub mod throttle;
 pub mod tokens;
+pub mod watchdog;
 
 pub use error::{ApiError, Error, Result};

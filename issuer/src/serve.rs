@@ -1,12 +1,14 @@
 //! Running the daemon: bind, serve until SIGTERM/SIGINT (finishing requests in
 //! flight), reload on SIGHUP, purge expired sessions every minute, follow the
-//! PBX database's credentials.
+//! PBX database's credentials; tell systemd when it is ready, reloading or
+//! stopping, and ping its watchdog (`watchdog.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use softphone_shared::config::Config;
+use softphone_shared::systemd;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -14,10 +16,12 @@ use crate::pbx_watch;
 use crate::refresh_rate;
 use crate::routes::routes;
 use crate::state::App;
+use crate::watchdog;
 use crate::{Error, Result};
 
 /// How long expired sessions are kept after they expire (beyond any leeway).
 const PURGE_GRACE: i64 = 3600;
+const WHO: &str = "softphone-issuer";
 
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let addr = config.issuer_listen;
@@ -40,7 +44,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             _ = interrupt.recv() => {}
         }
         eprintln!("softphone-issuer: stopping after requests in flight");
+        systemd::stopping(WHO);
     };
+    // Bound and listening: connections wait in the backlog until warp accepts.
+    systemd::ready(WHO);
+    watchdog::start(Arc::clone(&app));
     warp::serve(routes(app))
         .incoming(listener)
         .graceful(shutdown)
@@ -56,6 +64,7 @@ fn reload_on_hangup(
     let mut hangup = signal(SignalKind::hangup())?;
     Ok(async move {
         while hangup.recv().await.is_some() {
+            systemd::reloading(WHO);
             let reloaded = Config::load(config_path.as_deref())
                 .map_err(Error::from)
                 .and_then(|config| app.reload(config));
@@ -68,6 +77,8 @@ fn reload_on_hangup(
                 }
                 Err(e) => eprintln!("softphone-issuer: SIGHUP: keeping the running config: {e}"),
             }
+            // Serving again either way: with the new config or the old one.
+            systemd::ready(WHO);
         }
     })
 }

@@ -1,7 +1,7 @@
 //! Everything the issuer and the verifier share: the token format, the keys and
 //! their files, the SQLite store and its revocation epoch, the configuration, the
-//! security log, the user sources and the public paths. The two daemons never call
-//! each other; they meet only here.
+//! security log, the user sources, the public paths and what the daemons tell
+//! systemd. The two daemons never call each other; they meet only here.
 
 pub mod config;
 pub mod epoch;
@@ -14,6 +14,7 @@ pub mod password;
 pub mod paths;
 pub mod seclog;
 pub mod store;
+pub mod systemd;
 pub mod token;
 pub mod users;
 

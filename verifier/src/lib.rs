@@ -9,7 +9,8 @@
 //! keys, the sessions of [`revocations`], the [`identity`] headers interned once,
 //! and the [`cache`] of tokens already verified. [`subscriptions`] ends live
 //! nchan subscriptions when their session or token does. [`sched`] sets the
-//! scheduling policy the daemon runs under.
+//! scheduling policy the daemon runs under; [`watchdog`] pings systemd from the
+//! coroutines that serve.
 
 pub mod cache;
 pub mod conn;
@@ -23,5 +24,6 @@ pub mod revocations;
 pub mod sched;
 pub mod state;
 pub mod subscriptions;
+pub mod watchdog;
 
 pub use error::{Error, Result};

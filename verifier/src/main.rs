@@ -1,5 +1,6 @@
 //! `softphone-verifier`: load the config, the key and the revocation list, then
-//! answer nginx until SIGTERM. SIGHUP reloads the key and reopens the log.
+//! answer nginx until SIGTERM. SIGHUP reloads the key and reopens the log. Each
+//! step is told to systemd (`Type=notify`), and a watchdog coroutine pings it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,10 +15,13 @@ use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::paths::SYSTEM_CONFIG;
 use softphone_shared::seclog::SecurityLog;
 use softphone_shared::store::Store;
+use softphone_shared::systemd;
 use softphone_shared::unix_now;
 use softphone_verifier::revocations::Revocations;
 use softphone_verifier::state::Verifier;
-use softphone_verifier::{Error, Result, listener};
+use softphone_verifier::{Error, Result, listener, watchdog};
+
+const WHO: &str = "softphone-verifier";
 
 /// Token verifier for nginx `auth_request` and nchan subscriber authorization.
 #[derive(Parser)]
@@ -78,11 +82,14 @@ fn run(args: Args) -> Result<()> {
         listener::start_unix(Arc::clone(&verifier), path)?;
         eprintln!("softphone-verifier: listening on unix:{}", path.display());
     }
-    let server = listener::start_tcp(verifier, config.verifier_listen)?;
+    let server = listener::start_tcp(Arc::clone(&verifier), config.verifier_listen)?;
     eprintln!(
         "softphone-verifier: listening on {} ({} worker(s), {sched})",
         config.verifier_listen, config.verifier_workers
     );
+    // The key, the sessions and every listener are up.
+    systemd::ready(WHO);
+    watchdog::start(verifier);
     let _ = server.join();
     Ok(())
 }
@@ -94,11 +101,14 @@ fn spawn_signal_thread(verifier: Arc<Verifier>) -> Result<()> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
+                    systemd::reloading(WHO);
                     verifier.reload();
+                    systemd::ready(WHO);
                 } else {
                     // Every answer is a few microseconds and nginx retries a dropped
                     // keep-alive connection, so stopping at once is clean.
                     eprintln!("softphone-verifier: stopping");
+                    systemd::stopping(WHO);
                     std::process::exit(0);
                 }
             }

@@ -15,6 +15,7 @@ mod flow;
 mod mikopbx;
 mod statuses;
 mod throttle;
+mod watchdog;
 
 /// The seed README's example credentials.
 pub const USER: &str = "201";

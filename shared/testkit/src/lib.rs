@@ -2,7 +2,7 @@
 //! directory, free loopback ports, the real daemons started as child processes
 //! (and killed on drop) with the paths of their files, one way to wait for a
 //! condition ([`eventually`]), a raw HTTP/1.1 client for exact bytes on the wire,
-//! and a MikoPBX fixture database.
+//! a MikoPBX fixture database, and a stand-in for systemd's notify socket.
 //!
 //! Test code: failing loudly (panicking) is the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,6 +12,7 @@ pub mod forge;
 pub mod http;
 pub mod mikopbx;
 pub mod nginx;
+pub mod notify;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -469,6 +470,13 @@ impl Daemons {
         }
     }
 
+    /// `kill -9` the verifier (and reap it).
+    pub fn kill_verifier(&mut self) {
+        if let Some(child) = self.verifier_child.take() {
+            kill(child);
+        }
+    }
+
     pub fn stop(&mut self) {
         for child in [self.issuer_child.take(), self.verifier_child.take()]
             .into_iter()
@@ -488,6 +496,15 @@ impl Drop for Daemons {
 fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Sends signal `name` (`HUP`, `TERM`, …) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
 }
 
 /// Runs `cmd` with `stdin` as its input; returns (success, stdout + stderr).

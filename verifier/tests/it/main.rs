@@ -14,6 +14,7 @@ mod soak;
 mod sources;
 mod startup;
 mod unix;
+mod watchdog;
 
 pub const USER: &str = "201";
 pub const PASSWORD: &str = "verifier-test-password";
@@ -26,11 +27,4 @@ pub fn logged_in(name: &str) -> (softphone_testkit::Daemons, String, String) {
     (d, access, refresh)
 }
 
-/// Sends signal `name` (`HUP`, `TERM`, …) to `pid`.
-pub fn signal(pid: u32, name: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
+pub use softphone_testkit::signal;
