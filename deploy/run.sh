@@ -34,6 +34,15 @@ mkdir -p "$data/db" "$data/log" "$data/nginx" "$data/recordings" "$data/acme"
 bash deploy/tls-selfsigned.sh "$data/tls"
 # nginx's workers run unprivileged: they must reach the recordings.
 chmod 755 "$data" "$data/recordings"
+# nginx's workers run unprivileged (nobody): they reach the verifier's socket
+# (<data>/run/verifier.sock by default) and the recordings under $data. When a
+# directory above it keeps them out (a checkout under /root), the socket moves
+# to /run and the recordings are not served; say so.
+if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$data" 2>/dev/null; then
+    echo "note: nginx's workers (nobody) cannot reach $data: the verifier's socket moves" \
+         "to /run/softphone-backend-$port/, and recordings are not served" >&2
+    export SOFTPHONE_VERIFIER_SOCKET=${SOFTPHONE_VERIFIER_SOCKET:-/run/softphone-backend-$port/verifier.sock}
+fi
 
 if [ "$("$issuer" user count)" = "0" ]; then
     echo "b749601f329a635a19c4a87bc359be3d" | "$issuer" user add 201 >/dev/null

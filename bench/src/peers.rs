@@ -55,13 +55,14 @@ impl Drop for Peers {
     }
 }
 
-/// Starts PHP-FPM and the peer nginx under `prefix`, serving `recordings/a.mp3`
-/// and checking tokens against `key_file`. `Err` names what is missing.
+/// Starts PHP-FPM and the peer nginx (`workers` worker processes) under
+/// `prefix`, serving `recordings/a.mp3` and checking tokens against `key_file`. `Err` names what is missing.
 pub fn start(
     prefix: &Path,
     recordings: &Path,
     key_file: &Path,
     pin: Option<&str>,
+    workers: &str,
 ) -> Result<Peers, String> {
     for needed in [
         "/usr/lib/nginx/modules/ngx_http_lua_module.so",
@@ -88,6 +89,7 @@ pub fn start(
             .replace("{{listen}}", &addr.to_string())
             .replace("{{recordings}}", &recordings.display().to_string())
             .replace("{{key_file}}", &key_file.display().to_string())
+            .replace("{{workers}}", workers)
     };
     let php_conf = prefix.join("php-fpm.conf");
     std::fs::write(&php_conf, fill(PHP_FPM_CONF)).map_err(|e| e.to_string())?;

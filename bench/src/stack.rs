@@ -18,6 +18,8 @@ pub(crate) const SERVER_CPU: &str = "0";
 pub(crate) const CLIENT_CPU: &str = "1";
 pub(crate) const USER: &str = "201";
 pub(crate) const PASSWORD: &str = "bench-password-201";
+/// The WebSocket upstream: nothing (the bench does not measure it).
+const NO_WS: &str = "http://127.0.0.1:9/";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -32,8 +34,13 @@ pub struct Settings {
 /// Everything a scenario can talk to.
 pub(crate) struct Stack {
     pub(crate) daemons: Daemons,
+    /// The deploy defaults: `worker_processes auto` (as run.sh renders it),
+    /// the verifier over its unix socket.
     pub(crate) nginx: Nginx,
-    pub(crate) nginx_unix: Nginx,
+    /// The same over the verifier's TCP listener.
+    pub(crate) nginx_tcp: Nginx,
+    /// The defaults with one worker.
+    pub(crate) nginx_one: Nginx,
     bare: Child,
     pub(crate) bare_addr: SocketAddr,
     warp: Child,
@@ -68,29 +75,23 @@ impl Stack {
             ),
         )
         .map_err(|e| e.to_string())?;
-        // Two fronts from the same templates: the verifier over TCP and over its
-        // unix socket.
+        // Three fronts from the same templates: the deploy defaults (auto
+        // workers, unix socket), over TCP, and with one worker.
         let verifier_tcp = daemons.verifier.to_string();
-        let nginx = Nginx::start_with(
+        let front = |name, verifier, workers| Front {
+            include: Some(&include),
+            verifier,
+            name,
+            workers: Some(workers),
+            redirect: false,
+        };
+        let nginx = Nginx::start_with(&daemons, NO_WS, &front(None, None, "auto"));
+        let nginx_tcp = Nginx::start_with(
             &daemons,
-            "http://127.0.0.1:9/",
-            &Front {
-                include: Some(&include),
-                verifier: Some(&verifier_tcp),
-                second: false,
-                redirect: false,
-            },
+            NO_WS,
+            &front(Some("nginx-tcp"), Some(&verifier_tcp), "auto"),
         );
-        let nginx_unix = Nginx::start_with(
-            &daemons,
-            "http://127.0.0.1:9/",
-            &Front {
-                include: Some(&include),
-                verifier: None,
-                second: true,
-                redirect: false,
-            },
-        );
+        let nginx_one = Nginx::start_with(&daemons, NO_WS, &front(Some("nginx-one"), None, "1"));
         std::fs::write(nginx.recordings.join("a.mp3"), vec![0x55u8; 1024])
             .map_err(|e| e.to_string())?;
 
@@ -104,7 +105,8 @@ impl Stack {
         Ok(Stack {
             daemons,
             nginx,
-            nginx_unix,
+            nginx_tcp,
+            nginx_one,
             bare,
             bare_addr,
             warp,
@@ -119,10 +121,6 @@ impl Stack {
 pub(crate) fn daemon_options(settings: &Settings) -> Options {
     Options {
         env: vec![
-            (
-                "SOFTPHONE_VERIFIER_SOCKET".to_owned(),
-                "{dir}/run/verifier.sock".to_owned(),
-            ),
             // The enumeration scenario sends thousands of failed logins
             // for one user: measure the hash, not the throttle's 429.
             (

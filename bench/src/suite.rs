@@ -26,7 +26,7 @@ pub fn run(settings: &Settings) -> Result<Report, String> {
     if wanted("media") {
         let ours = media::run(settings, &stack, &mut report)?;
         // The peers answer the same media request, so they run with it and are
-        // held against its faster front.
+        // held against our fronts at the same worker counts.
         peers::run(settings, &stack, &mut report, &ours)?;
     }
     if wanted("nchan") {

@@ -74,8 +74,13 @@ impl Params {
     pub fn new(config: &Config) -> Params {
         Params {
             issuer: config.issuer_listen,
-            verifier: match &config.verifier_socket {
-                Some(path) => format!("unix:{}", path.display()),
+            // The socket when the verifier serves one (the fast path); a
+            // relative path is the daemons' working directory's, as here.
+            verifier: match config.verifier_socket() {
+                Some(path) => format!(
+                    "unix:{}",
+                    std::path::absolute(&path).unwrap_or(path).display()
+                ),
                 None => config.verifier_listen.to_string(),
             },
             nchan_control: config.nchan_control_listen,
@@ -419,8 +424,11 @@ fn indent(text: &str, by: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The installed system's: the packaged config file (deploy/softphone.toml).
     fn params() -> Params {
-        let config = Config::load_with_env(None, &Default::default()).unwrap();
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/softphone.toml");
+        let config = Config::load_with_env(Some(&file), &Default::default()).unwrap();
         Params::new(&config)
     }
 
@@ -431,7 +439,12 @@ mod tests {
             assert!(!text.contains("{{"), "{form:?}: {text}");
         }
         let main = render(Form::Main, &params()).unwrap();
-        assert!(main.contains("server 127.0.0.1:8082;") && main.contains("server 127.0.0.1:8081;"));
+        // The verifier over its socket, by default under the data directory.
+        assert!(
+            main.contains("server unix:/var/lib/softphone-backend/run/verifier.sock;")
+                && main.contains("server 127.0.0.1:8081;"),
+            "{main}"
+        );
         assert!(main.contains("load_module /usr/lib/nginx/modules/ngx_nchan_module.so;"));
     }
 

@@ -34,8 +34,14 @@ pub fn start_unix(verifier: Arc<Verifier>, path: &Path) -> crate::Result<JoinHan
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
+    // A directory we make is nginx's to pass through (its workers run as
+    // another user, and a unit's UMask=0077 would make it 0700); one that
+    // exists is left as its owner set it.
+    if let Some(dir) = path.parent().filter(|dir| !dir.exists()) {
         std::fs::create_dir_all(dir).map_err(listen_error)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(listen_error)?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}

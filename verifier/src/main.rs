@@ -78,7 +78,7 @@ fn run(args: Args) -> Result<()> {
         name: "subscriptions",
         source,
     })?;
-    if let Some(path) = &config.verifier_socket {
+    if let Some(path) = &config.verifier_socket() {
         listener::start_unix(Arc::clone(&verifier), path)?;
         eprintln!("softphone-verifier: listening on unix:{}", path.display());
     }

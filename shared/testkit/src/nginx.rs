@@ -17,9 +17,12 @@ pub struct Front<'a> {
     pub include: Option<&'a Path>,
     /// A verifier upstream other than the configured one.
     pub verifier: Option<&'a str>,
-    /// A second front for the same daemons: its own prefix and its own nchan
-    /// control port (the verifier ends subscriptions on the first front only).
-    pub second: bool,
+    /// Another front for the same daemons, by this name: its own prefix and
+    /// its own nchan control port (the verifier ends subscriptions on the
+    /// first front only).
+    pub name: Option<&'a str>,
+    /// `worker_processes` (default 1: tests and the bench's one-worker rows).
+    pub workers: Option<&'a str>,
     /// Plain HTTP redirects to HTTPS, as on an installed host (by default it
     /// serves the API, as `deploy/run.sh` renders it for loopback use).
     pub redirect: bool,
@@ -49,10 +52,12 @@ impl Nginx {
         let Front {
             include,
             verifier,
-            second,
+            name,
+            workers,
             redirect,
         } = *front;
-        let name = if second { "nginx-second" } else { "nginx" };
+        let second = name.is_some();
+        let name = name.unwrap_or("nginx");
         let nginx = which("nginx").unwrap_or_else(|| {
             panic!("nginx is not installed: run deploy/test.sh, which installs nginx and libnginx-mod-nchan")
         });
@@ -101,7 +106,7 @@ impl Nginx {
             "--ws-upstream",
             ws_upstream,
             "--workers",
-            "1",
+            workers.unwrap_or("1"),
         ]
         .iter()
         .map(|s| (*s).to_owned())

@@ -11,7 +11,7 @@ use softphone_testkit::{CHECK, Daemons, Options};
 use crate::{PASSWORD, USER};
 
 fn connect(d: &Daemons) -> UnixStream {
-    let s = UnixStream::connect(d.config().verifier_socket.unwrap()).unwrap();
+    let s = UnixStream::connect(d.config().verifier_socket().unwrap()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
 }
