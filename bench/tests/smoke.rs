@@ -57,7 +57,8 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "verifier-mix",
         "media-floor",
         "media-auth",
-        "media-auth-unix",
+        "media-auth-tcp",
+        "media-auth-1w",
         "nchan-floor",
         "nchan-auth",
         "issuer-floor",
@@ -76,6 +77,7 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "peer-lua-ffi",
         "peer-lua-luaossl",
         "peer-php-fpm",
+        "peer-lua-ffi-1w",
     ] {
         assert!(
             stdout.contains(&format!("| {scenario} — ")),
