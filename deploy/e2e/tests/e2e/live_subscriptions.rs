@@ -11,7 +11,7 @@ use softphone_testkit::http::read_head;
 use softphone_testkit::nginx::Nginx;
 use softphone_testkit::{BASE, Daemons, Options, request};
 
-use crate::{PASSWORD, logout};
+use crate::{PASSWORD, logout, published};
 
 /// What the issue allows between a session's end and its subscriptions' end.
 const BOUND: Duration = Duration::from_secs(5);
@@ -217,18 +217,6 @@ fn status_of(head: &str) -> u16 {
     head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-fn publish(addr: SocketAddr, channel: &str, body: &str) {
-    let status = request(
-        addr,
-        "POST",
-        &format!("{BASE}/pub/{channel}"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .status;
-    assert!(matches!(status, 201 | 202), "publish: {status}");
-}
-
 /// Opens one subscription per transport on `channel` and proves each live.
 fn subscribe_all(nginx: &Nginx, channel: &str, token: &str) -> Vec<Subscriber> {
     let mut subs: Vec<Subscriber> = TRANSPORTS
@@ -243,7 +231,7 @@ fn subscribe_all(nginx: &Nginx, channel: &str, token: &str) -> Vec<Subscriber> {
     // Unique, so that messages published before this subscription (which
     // nchan may deliver first) are told apart.
     let hello = format!(r#"{{"hello":"{}"}}"#, &token[token.len() - 12..]);
-    publish(nginx.addr, channel, &hello);
+    published(nginx.addr, channel, &hello);
     for sub in &mut subs {
         let mut seen = Vec::new();
         while let Some(m) = sub.next_message(Duration::from_secs(10)) {
@@ -296,7 +284,7 @@ fn assert_cut(
         );
         slowest = slowest.max(delay);
     }
-    publish(nginx.addr, channel, r#"{"after":1}"#);
+    published(nginx.addr, channel, r#"{"after":1}"#);
     for &t in &TRANSPORTS {
         let refused = Subscriber::open(nginx.addr, t, channel, token).err();
         assert_eq!(refused, Some(401), "{what}: a new {t:?} subscription");

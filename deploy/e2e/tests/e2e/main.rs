@@ -29,6 +29,28 @@ pub fn stack(name: &str, ws_upstream: &str) -> (Daemons, Nginx) {
     (d, nginx)
 }
 
+/// Publishes `body` to `channel` from this host (nginx's publisher); the status.
+pub fn publish(addr: std::net::SocketAddr, channel: &str, body: &str) -> u16 {
+    softphone_testkit::request(
+        addr,
+        "POST",
+        &format!("{}/pub/{channel}", softphone_testkit::BASE),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .status
+}
+
+/// As [`publish`], asserting nchan took the message (201, or 202 without
+/// subscribers).
+pub fn published(addr: std::net::SocketAddr, channel: &str, body: &str) {
+    let status = publish(addr, channel, body);
+    assert!(
+        matches!(status, 201 | 202),
+        "publish to {channel}: {status}"
+    );
+}
+
 /// Logs out through nginx, asserting the 200.
 pub fn logout(nginx: &Nginx, access: &str) {
     let bearer = format!("Bearer {access}");

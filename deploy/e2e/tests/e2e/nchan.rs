@@ -10,18 +10,7 @@ use std::time::Duration;
 use softphone_testkit::http::read_head;
 use softphone_testkit::{BASE, eventually, lazily, request};
 
-use crate::{PASSWORD, USER, assert_no_secrets, logout, stack};
-
-fn publish(addr: std::net::SocketAddr, channel: &str, body: &str) -> u16 {
-    request(
-        addr,
-        "POST",
-        &format!("{BASE}/pub/{channel}"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .status
-}
+use crate::{PASSWORD, USER, assert_no_secrets, logout, publish, stack};
 
 /// Opens an EventSource subscription; returns the stream after the status line
 /// has been checked.

@@ -11,7 +11,7 @@ use softphone_testkit::nginx::{Front, Nginx};
 use softphone_testkit::{BASE, Daemons, eventually, free_port, request, send_raw};
 
 use crate::seed::{SCRIPT, access_token, run_with_env};
-use crate::{PASSWORD, USER, assert_no_secrets, stack};
+use crate::{PASSWORD, USER, assert_no_secrets, published, stack};
 
 /// Mozilla's "intermediate" profile (v5.7): the TLS 1.3 suites and the TLS 1.2
 /// ciphers it allows (the DHE ones need ssl_dhparam, which we do not set).
@@ -142,18 +142,6 @@ impl Drop for Client {
     }
 }
 
-fn publish(addr: SocketAddr, channel: &str, body: &str) {
-    let status = request(
-        addr,
-        "POST",
-        &format!("{BASE}/pub/{channel}"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .status;
-    assert!(matches!(status, 201 | 202), "publish {status}");
-}
-
 #[test]
 fn subscriptions_and_the_websocket_upgrade_work_over_tls() {
     let (d, nginx) = stack("tls-sub", "http://127.0.0.1:9/");
@@ -174,7 +162,7 @@ fn subscriptions_and_the_websocket_upgrade_work_over_tls() {
         Duration::from_secs(10),
         "the EventSource gets a message",
         || {
-            publish(nginx.addr, "tls-es", r#"{"over":"tls"}"#);
+            published(nginx.addr, "tls-es", r#"{"over":"tls"}"#);
             std::thread::sleep(Duration::from_millis(200));
             es.drain().contains(r#"data: {"over":"tls"}"#).then_some(())
         },
@@ -192,7 +180,7 @@ fn subscriptions_and_the_websocket_upgrade_work_over_tls() {
     );
     ws.wait_for("HTTP/1.1 101 Switching Protocols");
     std::thread::sleep(Duration::from_millis(300));
-    publish(nginx.addr, "tls-ws", r#"{"frame":"tls"}"#);
+    published(nginx.addr, "tls-ws", r#"{"frame":"tls"}"#);
     ws.wait_for(r#"{"frame":"tls"}"#);
 
     // Without a token: the JSON 401 over TLS too.
