@@ -44,7 +44,10 @@ if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$data" 2>/de
     export SOFTPHONE_VERIFIER_SOCKET=${SOFTPHONE_VERIFIER_SOCKET:-/run/softphone-backend-$port/verifier.sock}
 fi
 
-if [ "$("$issuer" user count)" = "0" ]; then
+# A fresh data directory has no database yet, and admin commands other than
+# `user add` refuse to make one: count that as no users.
+users=$("$issuer" user count 2>/dev/null || echo 0)
+if [ "$users" = "0" ]; then
     echo "b749601f329a635a19c4a87bc359be3d" | "$issuer" user add 201 >/dev/null
     echo "no users yet: created demo user 201 with the seed's example password" \
          "(change it: $issuer user passwd 201)"

@@ -27,8 +27,9 @@ pub fn user_add(config: &Config, username: &str, role: &str) -> Result<String> {
     let secret = read_password(&format!("Password for {username}: "))?;
     let hash = password::hash(&secret, config.pbkdf2_iterations)?;
     // The one command that may start a database: the first user of a new system.
-    eprintln!("softphone-issuer: database {}", config.database().display());
-    let mut store = open_store(config)?;
+    let path = config.database();
+    eprintln!("softphone-issuer: database {}", path.display());
+    let mut store = Store::open(&path)?;
     let id = store.add_user(username, &hash, role, unix_now())?;
     Ok(format!("user {username} added with id {id}"))
 }
