@@ -100,7 +100,8 @@ fn admin_commands_name_their_database_and_never_make_an_empty_one() {
     // `user add` is the one that starts a database: the first user of a new
     // system (deploy/run.sh on a fresh machine), before any daemon ran.
     let mut cmd = d.command("softphone-issuer");
-    cmd.env("SOFTPHONE_DATA", &data).args(["user", "add", "301"]);
+    cmd.env("SOFTPHONE_DATA", &data)
+        .args(["user", "add", "301"]);
     let (ok, out) = softphone_testkit::run_with_input(&mut cmd, "first-password\n");
     assert!(ok, "{out}");
     assert!(out.contains("user 301 added"), "{out}");
