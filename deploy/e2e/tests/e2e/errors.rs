@@ -37,6 +37,16 @@ fn assert_json_error(what: &str, r: &Response, status: u16, message: &str) {
     );
 }
 
+/// The verifier's challenges (RFC 6750 §3.1: no error code without a token).
+const NO_TOKEN: &str = r#"Bearer realm="softphone""#;
+const INVALID_TOKEN: &str = r#"Bearer realm="softphone", error="invalid_token""#;
+
+/// A refused token check: the JSON 401 with the verifier's `challenge`.
+fn assert_unauthorized(what: &str, r: &Response, challenge: &str) {
+    assert_json_error(what, r, 401, "Invalid or missing token");
+    assert_eq!(r.header("WWW-Authenticate"), Some(challenge), "{what}");
+}
+
 fn get(nginx: &Nginx, path: &str, headers: &[(&str, &str)]) -> Response {
     request(nginx.addr, "GET", path, headers, b"")
 }
@@ -92,22 +102,9 @@ fn every_failure_of_the_front_is_the_json_error_format() {
     // The verifier's public check: its 401/403 with the JSON body and its
     // challenge.
     let r = get(&nginx, &format!("{BASE}/check-media-access"), &[]);
-    assert_json_error("check without token", &r, 401, "Invalid or missing token");
-    assert_eq!(
-        r.header("WWW-Authenticate"),
-        Some(r#"Bearer realm="softphone""#)
-    );
+    assert_unauthorized("check without token", &r, NO_TOKEN);
     let r = get(&nginx, &format!("{BASE}/check-media-access?token=bad"), &[]);
-    assert_json_error(
-        "check with a bad token",
-        &r,
-        401,
-        "Invalid or missing token",
-    );
-    assert_eq!(
-        r.header("WWW-Authenticate"),
-        Some(r#"Bearer realm="softphone", error="invalid_token""#)
-    );
+    assert_unauthorized("check with a bad token", &r, INVALID_TOKEN);
     let r = get(
         &nginx,
         &format!("{BASE}/check-media-access?token={refresh}"),
@@ -123,11 +120,7 @@ fn every_failure_of_the_front_is_the_json_error_format() {
 
     // Media.
     let r = get(&nginx, &format!("{MEDIA}/call-1.mp3"), &[]);
-    assert_json_error("media without token", &r, 401, "Invalid or missing token");
-    assert_eq!(
-        r.header("WWW-Authenticate"),
-        Some(r#"Bearer realm="softphone""#)
-    );
+    assert_unauthorized("media without token", &r, NO_TOKEN);
     let r = get(&nginx, &format!("{MEDIA}/call-1.mp3?token={refresh}"), &[]);
     assert_json_error("media with a refresh token", &r, 403, "Invalid token type");
     let r = get(
