@@ -146,13 +146,33 @@ pub fn config(data_dir: &Path) -> Config {
     Config::load_with_env(None, &env).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
 
-/// A loopback port that was free a moment ago.
+/// Ports [`free_port`] hands out: below Linux's ephemeral range (32768 and up),
+/// so no outgoing connection takes one before its server binds it.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A loopback port that was free a moment ago and that this process has not
+/// handed out before. (Asking the kernel for port 0 can return the same port
+/// twice while nothing is bound to it yet: CI once rendered nginx's TLS server
+/// onto the nchan control server's port.) Each process starts at its own
+/// place in [`TEST_PORTS`], so concurrent test binaries rarely meet, and a
+/// port something else holds is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7919) % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = TEST_PORTS.start + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("TEST_PORTS lies below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
 
 /// Where the workspace's binaries are: `SOFTPHONE_BIN_DIR`, or the target
