@@ -68,8 +68,9 @@ impl Stack {
         std::fs::write(
             &include,
             format!(
-                "# Floors for the bench: the same file without auth, nchan without auth.\n\
-                 location = /bench/static.mp3 {{\n    alias {rec}/a.mp3;\n    default_type audio/mpeg;\n}}\n\
+                "# Floors for the bench: the same file without auth (cached open as in the\n\
+                 # recordings location), nchan without auth.\n\
+                 location = /bench/static.mp3 {{\n    alias {rec}/a.mp3;\n    default_type audio/mpeg;\n    open_file_cache max=1000 inactive=30s;\n    open_file_cache_valid 5s;\n}}\n\
                  location ~ \"^/bench/sub-noauth/([a-z0-9-]+)$\" {{\n    nchan_subscriber;\n    nchan_channel_id $1;\n}}\n",
                 rec = daemons.dir.path().join("recordings").display()
             ),

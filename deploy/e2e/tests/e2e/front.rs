@@ -1,6 +1,8 @@
 //! Media files and the verifier's public check through nginx.
 
-use softphone_testkit::{BASE, request};
+use std::time::{Duration, Instant};
+
+use softphone_testkit::{BASE, poll_until, request};
 
 use crate::{PASSWORD, USER, assert_no_secrets, logout, stack};
 
@@ -167,4 +169,38 @@ fn a_verifier_outage_fails_closed_and_leaks_no_token() {
         "{errors}"
     );
     assert!(!nginx.access_log().contains("eyJ"));
+}
+
+/// Recordings are served from nginx's open-file cache: a new file at once (a
+/// missing one is never remembered), a replaced or deleted one within the 5 s
+/// the site promises.
+#[test]
+fn recordings_change_within_seconds_despite_the_file_cache() {
+    let (d, nginx) = stack("media-cache", "http://127.0.0.1:9/");
+    let (access, _) = d.tokens(USER, PASSWORD);
+    let url = format!("{MEDIA}/call-9.mp3?token={access}");
+    let get = || request(nginx.addr, "GET", &url, &[], b"");
+    let path = nginx.recordings.join("call-9.mp3");
+    assert_eq!(get().status, 404);
+    std::fs::write(&path, b"first take").unwrap();
+    let r = get();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"first take"[..]));
+
+    // Replaced the way recorders do it: written aside, renamed over.
+    let aside = nginx.recordings.join(".call-9.tmp");
+    std::fs::write(&aside, b"second take").unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    let replaced = Instant::now();
+    let fresh = poll_until(Duration::from_secs(7), || get().body == b"second take");
+    assert!(fresh.is_some(), "the replaced recording is still served");
+    let seen = replaced.elapsed();
+
+    std::fs::remove_file(&path).unwrap();
+    let deleted = Instant::now();
+    let gone = poll_until(Duration::from_secs(7), || get().status == 404);
+    assert!(gone.is_some(), "the deleted recording is still served");
+    let gone = deleted.elapsed();
+    eprintln!("replacement served after {seen:?}, deletion after {gone:?}");
+    assert!(seen <= Duration::from_secs(6), "{seen:?}");
+    assert!(gone <= Duration::from_secs(6), "{gone:?}");
 }
