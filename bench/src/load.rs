@@ -91,6 +91,13 @@ impl Outcome {
         self.latency.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// Adds a run made after this one (rounds of one condition, measured
+    /// between rounds of another).
+    pub fn then(&mut self, later: Outcome) {
+        self.elapsed += later.elapsed;
+        self.merge(later);
+    }
+
     fn merge(&mut self, other: Outcome) {
         let _ = self.latency.add(&other.latency);
         self.requests += other.requests;

@@ -39,6 +39,13 @@ pub const MAX_WAITING: usize = 256;
 /// its tokens lost.
 pub const MAX_WAIT: Duration = Duration::from_millis(1500);
 
+/// Longest a login waits for its verdict, started or not. A thread drops a job
+/// that waited past [`MAX_WAIT`] only when it gets to it, and on a saturated
+/// core a nice-19 thread may not run for seconds: the waiting side gives up
+/// too, still inside nginx's 2.5 s, and the check, if it ever starts, sees
+/// nobody waits and is skipped.
+pub const GIVE_UP_AFTER: Duration = Duration::from_millis(2000);
+
 struct Job {
     queued: Instant,
     run: Box<dyn FnOnce() + Send>,
@@ -126,7 +133,9 @@ impl Hasher {
         let job = Job {
             queued: Instant::now(),
             run: Box::new(move || {
-                let _ = tx.send(check());
+                if !tx.is_closed() {
+                    let _ = tx.send(check());
+                }
             }),
         };
         let Ok(mut jobs) = self.shared.jobs.lock() else {
@@ -154,7 +163,10 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.submit(queue, check)?.await.map_err(|_| ApiError::Busy)
+        match tokio::time::timeout(GIVE_UP_AFTER, self.submit(queue, check)?).await {
+            Ok(Ok(verdict)) => Ok(verdict),
+            Ok(Err(_)) | Err(_) => Err(ApiError::Busy),
+        }
     }
 }
 
@@ -280,6 +292,42 @@ mod tests {
         assert!(ran_on.starts_with("password-") && ran_on != "password-known");
         release.send(()).unwrap();
         assert_eq!(blocked.await, Ok(Ok("password-known".to_owned())));
+    }
+
+    /// With every thread stuck, a login is still answered (Busy) after
+    /// GIVE_UP_AFTER, and its check never runs later.
+    #[tokio::test]
+    async fn a_login_gives_up_when_no_thread_gets_to_it() {
+        let hasher = Hasher::start(1).unwrap();
+        let mut releases = Vec::new();
+        let mut blocked = Vec::new();
+        for queue in [Queue::Known, Queue::Other] {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            blocked.push(hasher.submit(queue, move || wait.recv().is_ok()).unwrap());
+            releases.push(release);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ran = Arc::new(Mutex::new(false));
+        let started = Instant::now();
+        let verdict = {
+            let ran = Arc::clone(&ran);
+            hasher
+                .run(Queue::Other, move || *ran.lock().unwrap() = true)
+                .await
+        };
+        let waited = started.elapsed();
+        assert_eq!(verdict, Err(ApiError::Busy));
+        assert!(
+            waited >= GIVE_UP_AFTER && waited < GIVE_UP_AFTER * 2,
+            "{waited:?}"
+        );
+        // Released at once, the thread reaches the job: nobody waits, it is skipped.
+        drop(releases);
+        for job in blocked {
+            assert_eq!(job.await, Ok(false));
+        }
+        assert_eq!(hasher.run(Queue::Other, || 7).await, Ok(7));
+        assert!(!*ran.lock().unwrap());
     }
 
     /// A check that waited longer than MAX_WAIT never runs: its login is told

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use softphone_testkit::BASE;
 
-use crate::load::{self, Request};
+use crate::load::{self, Outcome, Request};
 use crate::report::{Report, Row, Target};
 use crate::stack::{PASSWORD, Settings, Stack, USER, get, measure, ok_get, plan};
 
@@ -112,6 +112,11 @@ pub(crate) fn run(settings: &Settings, stack: &Stack, report: &mut Report) -> Re
     Ok(())
 }
 
+/// Rounds of idle and flooded measurement in [`under_flood`].
+const FLOOD_ROUNDS: u32 = 3;
+/// How long the flood runs before the flooded round is measured.
+const FLOOD_HEAD_START: Duration = Duration::from_millis(200);
+
 /// GET profile with `access`, expecting 200.
 pub(crate) fn profile_request(access: &str) -> Request {
     Request {
@@ -153,6 +158,9 @@ pub(crate) fn bad_login_flood(prefix: &str, count: usize) -> Vec<Request> {
 
 /// Measures `probe` (scenario, label, request) on 8 connections idle and again
 /// while 64 connections send `flood` to `addr`, and holds the p99 ratio to 2.
+/// Idle and flooded rounds alternate ([`FLOOD_ROUNDS`] of each, the scenario's
+/// duration split between them), so a noisy neighbour that comes or goes
+/// during the scenario weighs on both sides alike rather than on one.
 pub(crate) fn under_flood(
     settings: &Settings,
     addr: std::net::SocketAddr,
@@ -162,20 +170,37 @@ pub(crate) fn under_flood(
 ) -> Result<(), String> {
     let mut probe_plan = plan(settings, addr, vec![probe]);
     probe_plan.connections = 8;
-    let idle = measure(&format!("{scenario}, idle"), &probe_plan)?;
+    probe_plan.duration = (settings.duration / FLOOD_ROUNDS).max(Duration::from_secs(1));
     let mut flood_plan = plan(settings, addr, flood.to_vec());
     flood_plan.connections = 64;
-    let progress = AtomicU64::new(0);
-    let (flooded, flood) = std::thread::scope(|scope| {
-        let flood = scope.spawn(|| load::run(&flood_plan, &progress));
-        std::thread::sleep(Duration::from_millis(200));
-        let flooded = measure(&format!("{scenario}, login flood"), &probe_plan);
-        (flooded, flood.join())
-    });
-    let flooded = flooded?;
-    let flood = flood
-        .map_err(|_| "flood thread panicked".to_owned())?
-        .map_err(|e| e.to_string())?;
+    flood_plan.duration = probe_plan.duration + FLOOD_HEAD_START;
+    let mut sides: Option<(Outcome, Outcome, Outcome)> = None;
+    for round in 1..=FLOOD_ROUNDS {
+        let idle = measure(&format!("{scenario}, idle {round}"), &probe_plan)?;
+        let progress = AtomicU64::new(0);
+        let (flooded, flood) = std::thread::scope(|scope| {
+            let flood = scope.spawn(|| load::run(&flood_plan, &progress));
+            std::thread::sleep(FLOOD_HEAD_START);
+            let flooded = measure(&format!("{scenario}, flood {round}"), &probe_plan);
+            (flooded, flood.join())
+        });
+        let flooded = flooded?;
+        let flood = flood
+            .map_err(|_| "flood thread panicked".to_owned())?
+            .map_err(|e| e.to_string())?;
+        sides = Some(match sides {
+            None => (idle, flooded, flood),
+            Some((mut all_idle, mut all_flooded, mut all_flood)) => {
+                all_idle.then(idle);
+                all_flooded.then(flooded);
+                all_flood.then(flood);
+                (all_idle, all_flooded, all_flood)
+            }
+        });
+    }
+    let Some((idle, flooded, flood)) = sides else {
+        return Err(format!("{scenario}: no flood round ran"));
+    };
     let ratio = flooded.percentile_ms(0.99) / idle.percentile_ms(0.99).max(0.001);
     report.add(Row::new(
         &format!("{scenario}-idle"),
