@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use softphone_testkit::http::{Conn, build};
+use softphone_testkit::http::{Conn, build, settled};
 use softphone_testkit::mikopbx::{self, Peer};
 use softphone_testkit::{BASE, Daemons, Options, Response, TestDir, request};
 
@@ -39,13 +39,14 @@ fn next_ip() -> String {
     format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
 }
 
+/// One login, settled (see `testkit::http::settled`).
 fn post_login(d: &Daemons, content_type: Option<&str>, body: &[u8]) -> Response {
     let ip = next_ip();
     let mut headers = vec![("X-Real-IP", ip.as_str())];
     if let Some(ct) = content_type {
         headers.push(("Content-Type", ct));
     }
-    request(d.issuer, "POST", &login_path(), &headers, body)
+    settled(|| request(d.issuer, "POST", &login_path(), &headers, body))
 }
 
 fn json_login(d: &Daemons, body: &[u8]) -> Response {

@@ -2,19 +2,21 @@
 
 use std::io::Write;
 
-use softphone_testkit::http::Conn;
+use softphone_testkit::http::{Conn, settled};
 use softphone_testkit::{BASE, Daemons, request};
 
 use crate::{PASSWORD, USER};
 
 fn login_raw(d: &Daemons, body: &[u8]) -> softphone_testkit::Response {
-    request(
-        d.issuer,
-        "POST",
-        &format!("{BASE}/auth/login"),
-        &[("Content-Type", "application/json")],
-        body,
-    )
+    settled(|| {
+        request(
+            d.issuer,
+            "POST",
+            &format!("{BASE}/auth/login"),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+    })
 }
 
 #[test]

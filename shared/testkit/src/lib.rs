@@ -409,16 +409,18 @@ impl Daemons {
         assert!(ok, "user add failed: {out}");
     }
 
-    /// POST login; returns the response.
+    /// POST login; returns the response, settled (see [`http::settled`]).
     pub fn login(&self, username: &str, password: &str) -> Response {
         let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
-        request(
-            self.issuer,
-            "POST",
-            &format!("{BASE}/auth/login"),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
+        http::settled(|| {
+            request(
+                self.issuer,
+                "POST",
+                &format!("{BASE}/auth/login"),
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+        })
     }
 
     /// Logs in and returns (access, refresh), asserting success.

@@ -3,17 +3,20 @@
 
 use std::process::Command;
 
+use softphone_testkit::http::settled;
 use softphone_testkit::{BASE, Daemons, request};
 
 fn login_from(d: &Daemons, ip: &str, username: &str, password: &str) -> u16 {
     let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
-    request(
-        d.issuer,
-        "POST",
-        &format!("{BASE}/auth/login"),
-        &[("Content-Type", "application/json"), ("X-Real-IP", ip)],
-        body.as_bytes(),
-    )
+    settled(|| {
+        request(
+            d.issuer,
+            "POST",
+            &format!("{BASE}/auth/login"),
+            &[("Content-Type", "application/json"), ("X-Real-IP", ip)],
+            body.as_bytes(),
+        )
+    })
     .status
 }
 

@@ -2,6 +2,7 @@
 //! the user's oldest session, and nginx's media check refuses its token from the
 //! very next request.
 
+use softphone_testkit::http::settled;
 use softphone_testkit::nginx::Nginx;
 use softphone_testkit::{BASE, CHECK, Daemons, Options, request};
 
@@ -10,13 +11,15 @@ use crate::{PASSWORD, USER};
 /// Logs in through nginx; returns the access token.
 fn login(nginx: &Nginx) -> String {
     let body = format!(r#"{{"username":"{USER}","password":"{PASSWORD}"}}"#);
-    let r = request(
-        nginx.addr,
-        "POST",
-        &format!("{BASE}/auth/login"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
+    let r = settled(|| {
+        request(
+            nginx.addr,
+            "POST",
+            &format!("{BASE}/auth/login"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    });
     assert_eq!(r.status, 200, "{}", r.text());
     r.json_str("access_token")
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use softphone_testkit::http::Conn;
+use softphone_testkit::http::{Conn, Response, settled};
 use softphone_testkit::nginx::Nginx;
 use softphone_testkit::{BASE, Daemons, Options, TestDir, eventually};
 
@@ -25,24 +25,13 @@ fn body(username: &str, password: &str) -> Vec<u8> {
     format!(r#"{{"username":"{username}","password":"{password}"}}"#).into_bytes()
 }
 
-/// One login through nginx from `source`, settled: a 503 (the check waited
-/// too long for a hashing thread and never ran, which a loaded test machine
-/// can cause for addresses the issuer does not know) is retried as an app
-/// honouring `Retry-After` would, so the answer is the check's own.
+/// One login through nginx from `source`, settled (see `http::settled`).
 fn login_from(nginx: SocketAddr, source: &str, username: &str, password: &str) -> u16 {
-    let mut status = 503;
-    for _ in 0..10 {
-        status = login_once(nginx, source, username, password);
-        if status != 503 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    status
+    settled(|| login_once(nginx, source, username, password)).status
 }
 
 /// One login through nginx from `source`, on a fresh connection.
-fn login_once(nginx: SocketAddr, source: &str, username: &str, password: &str) -> u16 {
+fn login_once(nginx: SocketAddr, source: &str, username: &str, password: &str) -> Response {
     let source: IpAddr = source.parse().unwrap();
     let mut conn = Conn::open_from(nginx, source).unwrap();
     conn.request(
@@ -52,7 +41,6 @@ fn login_once(nginx: SocketAddr, source: &str, username: &str, password: &str) -
         &body(username, password),
     )
     .unwrap()
-    .status
 }
 
 /// The addresses the shipped fail2ban filter takes from `log` with the
@@ -145,7 +133,7 @@ fn a_guessing_attack_from_24_addresses_never_locks_out_the_known_user() {
         std::thread::sleep(Duration::from_millis(500));
         while started.elapsed() < attack || real.len() < 8 {
             let t = Instant::now();
-            let status = login_once(nginx.addr, home, USER, PASSWORD);
+            let status = login_once(nginx.addr, home, USER, PASSWORD).status;
             real.push((status, t.elapsed()));
             std::thread::sleep(Duration::from_millis(2500));
         }
@@ -269,7 +257,7 @@ fn a_flood_of_other_usernames_resets_nobody() {
         for _ in 0..3 {
             std::thread::sleep(Duration::from_secs(3));
             let t = Instant::now();
-            let status = login_once(nginx.addr, home, USER, PASSWORD);
+            let status = login_once(nginx.addr, home, USER, PASSWORD).status;
             real.lock().unwrap().push((status, t.elapsed()));
         }
     });
