@@ -62,4 +62,19 @@ if [ ! -f "$deb" ]; then
     echo "package.sh: cargo-deb did not write $deb" >&2
     exit 1
 fi
+
+# cargo-deb writes no DEBIAN/md5sums, which `dpkg --verify` and debsums check
+# installed files against: add it as debhelper's dh_md5sums does (every file
+# but the conffiles, whose sums dpkg keeps itself) and repack.
+unpacked=$(mktemp -d)
+trap 'rm -rf "$unpacked"' EXIT
+dpkg-deb --raw-extract "$deb" "$unpacked/root"
+(
+    cd "$unpacked/root"
+    find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort \
+        | grep -vxF -f <(sed 's#^/##' DEBIAN/conffiles) \
+        | xargs -d '\n' md5sum > DEBIAN/md5sums
+)
+chmod 0644 "$unpacked/root/DEBIAN/md5sums"
+dpkg-deb --root-owner-group -Zxz --build "$unpacked/root" "$deb" >&2
 echo "$deb"
