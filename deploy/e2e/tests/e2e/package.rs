@@ -586,29 +586,9 @@ fn assert_directories(units: &[Unit]) {
     );
 }
 
-fn step(started: Instant, what: &str) {
-    eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
-}
-
-#[test]
-fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
-    let started = Instant::now();
-    let deb = find_package();
-    let before = traces();
-    assert!(
-        before.is_empty(),
-        "this test installs {PACKAGE} and purges it at the end; this machine already has: {before:?}"
-    );
-    for port in PORTS {
-        assert!(
-            TcpListener::bind(("0.0.0.0", port)).is_ok(),
-            "port {port} is taken: the packaged defaults need it"
-        );
-    }
-
-    // lintian: no error, and only the warnings and notes we accept.
-    let tags = lintian(&deb);
-    step(started, "lintian");
+/// lintian finds no error, and only the warnings and notes we accept.
+fn assert_lintian_accepts(deb: &Path) {
+    let tags = lintian(deb);
     let errors: Vec<_> = tags.iter().filter(|(s, _, _)| *s == 'E').collect();
     assert!(errors.is_empty(), "lintian errors: {errors:?}");
     let unaccepted: Vec<_> = tags
@@ -622,14 +602,10 @@ fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
             "lintian no longer reports {accepted}: drop it from LINTIAN_ACCEPTED"
         );
     }
+}
 
-    let mut machine = Machine {
-        dir: TestDir::new("package"),
-        processes: Vec::new(),
-    };
-    let deb = deb.to_str().unwrap();
-    let installed = dpkg(&["-i", deb]);
-    step(started, "dpkg -i");
+/// What `dpkg -i` (its output `installed`) must have done, and not done.
+fn assert_fresh_install(installed: &str, units: &[Unit]) {
     assert_eq!(dpkg_status().as_deref(), Some("install ok installed"));
     // postinst says how to go live, and enabled and started nothing.
     assert!(
@@ -640,8 +616,7 @@ fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
     let enabled = files_naming_the_units(Path::new("/etc/systemd/system"));
     assert!(enabled.is_empty(), "enabled on install: {enabled:?}");
     assert!(!Path::new("/etc/nginx/sites-enabled/softphone-backend").exists());
-    let units = UNITS.map(Unit::installed);
-    assert_directories(&units);
+    assert_directories(units);
     // Every installed file matches the package's md5sums (which package.sh
     // adds: cargo-deb writes none).
     let verify = command("dpkg", &["--verify", PACKAGE]);
@@ -668,6 +643,40 @@ fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
             "{conffile} is no conffile: {conffiles}"
         );
     }
+}
+
+fn step(started: Instant, what: &str) {
+    eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
+    let started = Instant::now();
+    let deb = find_package();
+    let before = traces();
+    assert!(
+        before.is_empty(),
+        "this test installs {PACKAGE} and purges it at the end; this machine already has: {before:?}"
+    );
+    for port in PORTS {
+        assert!(
+            TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "port {port} is taken: the packaged defaults need it"
+        );
+    }
+
+    assert_lintian_accepts(&deb);
+    step(started, "lintian");
+
+    let mut machine = Machine {
+        dir: TestDir::new("package"),
+        processes: Vec::new(),
+    };
+    let deb = deb.to_str().unwrap();
+    let installed = dpkg(&["-i", deb]);
+    step(started, "dpkg -i");
+    let units = UNITS.map(Unit::installed);
+    assert_fresh_install(&installed, &units);
 
     // The operator's first user, then the units, then the site.
     admin(&["user", "add", USER], &format!("{PASSWORD}\n"));
@@ -811,8 +820,11 @@ fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
     // Conffiles stay until purge.
     assert_eq!(fs::read_to_string(CONFIG).unwrap(), edited);
     assert!(Path::new(SITE).is_file());
-    // The user still owns the kept files.
-    uid_of("softphone");
+    // The user stays, owning what was kept.
+    assert_eq!(
+        mode_and_owner(&format!("{DATA}/db")),
+        (0o700, uid_of("softphone"))
+    );
 
     // Purge: nothing of it is left.
     dpkg(&["-P", PACKAGE]);
