@@ -22,6 +22,9 @@ data=${SOFTPHONE_DATA:-$root/var}
 mkdir -p "$data"
 data=$(cd "$data" && pwd)
 export SOFTPHONE_DATA=$data
+# The built-in defaults and the variables, not an installed package's
+# /etc/softphone-backend/softphone.toml (the binaries' default when it exists).
+export SOFTPHONE_CONFIG=${SOFTPHONE_CONFIG:-/dev/null}
 
 ensure_packages openssl:openssl
 echo "building the release binaries (the first build takes a few minutes)..."

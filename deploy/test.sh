@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of softphone-backend: unit tests, integration tests of the real
-# daemons on loopback, end-to-end tests through the real nginx + nchan, a sweep
-# of every log they wrote, and a bounded fuzzing run.
+# daemons on loopback, end-to-end tests through the real nginx + nchan, the
+# Debian package installed, used and purged, a sweep of every log they wrote,
+# and a bounded fuzzing run.
 # Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
 # curl; cargo-machete, which fails the run on an unused dependency; fail2ban and systemd to check our files with their tools; openssl
 # (test certificates) and sslscan (judges the TLS profile); faketime for
 # the clock tests; wrk and the bench's comparison peers (nginx Lua, luaossl,
-# cjson, PHP-FPM) for its smoke run.
+# cjson, PHP-FPM) for its smoke run; lintian, ssl-cert (the installed site's
+# certificate) and adduser for the package test (deploy/package.sh brings
+# cargo-deb and help2man).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
@@ -18,6 +21,7 @@ if ! command -v cargo >/dev/null; then
 fi
 ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime:faketime \
     openssl:openssl sslscan:sslscan \
+    lintian:lintian adduser:adduser /etc/ssl/certs/ssl-cert-snakeoil.pem:ssl-cert \
     /usr/lib/nginx/modules/ngx_http_lua_module.so:libnginx-mod-http-lua \
     /usr/share/lua/5.1/resty/core.lua:lua-resty-core \
     /usr/share/lua/5.1/openssl.lua:lua-luaossl \
@@ -34,6 +38,10 @@ cargo machete
 # The fuzz crate has its own lock file: fail now, not after the suite, when a
 # dependency change left it behind.
 cargo metadata --locked --format-version 1 --manifest-path verifier/fuzz/Cargo.toml >/dev/null
+
+# The Debian package the e2e package test installs (deploy/e2e/tests/e2e/package.rs).
+deb=$(bash deploy/package.sh)
+echo "test.sh: packaged $deb"
 
 log=$(mktemp)
 # Every test directory is kept under one root, so the log sweep below sees

@@ -278,6 +278,10 @@ impl Daemons {
             // Tests send hundreds of refused logins; they wait for the delay
             // only where it is what they test (`Options::with` overrides).
             ("SOFTPHONE_LOGIN_FAILURE_DELAY_MS", "0".to_owned()),
+            // Not the installed system's config (the binaries' default when
+            // it exists, as while the package test has it installed): the
+            // built-in defaults and the variables above.
+            ("SOFTPHONE_CONFIG", "/dev/null".to_owned()),
         ];
         own.into_iter()
             .map(|(k, v)| (k.to_owned(), v))

@@ -8,6 +8,7 @@ mod front;
 mod live_subscriptions;
 mod nchan;
 mod ops;
+mod package;
 mod seed;
 mod sessions;
 mod throttle;

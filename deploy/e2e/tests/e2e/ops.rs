@@ -78,7 +78,10 @@ fn the_systemd_units_verify() {
         // Point ExecStart at the binaries this workspace built.
         let text = std::fs::read_to_string(units.join(name)).unwrap();
         let bin = softphone_testkit::bin_dir();
-        let text = text.replace("/usr/local/bin/", &format!("{}/", bin.display()));
+        let text = text.replace(
+            "ExecStart=/usr/bin/",
+            &format!("ExecStart={}/", bin.display()),
+        );
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         paths.push(path);
