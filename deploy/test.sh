@@ -6,10 +6,11 @@
 # Installs what the tests need when it is missing: nginx, libnginx-mod-nchan and
 # curl; cargo-machete, which fails the run on an unused dependency; fail2ban and systemd to check our files with their tools; openssl
 # (test certificates) and sslscan (judges the TLS profile); faketime for
-# the clock tests; wrk and the bench's comparison peers (nginx Lua, luaossl,
-# cjson, PHP-FPM) for its smoke run; lintian, ssl-cert (the installed site's
-# certificate) and adduser for the package test (deploy/package.sh brings
-# cargo-deb and help2man).
+# the clock tests; promtool (Debian's prometheus package) to judge the
+# daemons' metrics and our alert rules; wrk and the bench's comparison peers
+# (nginx Lua, luaossl, cjson, PHP-FPM) for its smoke run; lintian, ssl-cert
+# (the installed site's certificate) and adduser for the package test
+# (deploy/package.sh brings cargo-deb and help2man).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
@@ -20,7 +21,7 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 ensure_packages fail2ban-regex:fail2ban systemd-analyze:systemd wrk:wrk faketime:faketime \
-    openssl:openssl sslscan:sslscan \
+    openssl:openssl sslscan:sslscan promtool:prometheus \
     lintian:lintian adduser:adduser /etc/ssl/certs/ssl-cert-snakeoil.pem:ssl-cert \
     /usr/lib/nginx/modules/ngx_http_lua_module.so:libnginx-mod-http-lua \
     /usr/share/lua/5.1/resty/core.lua:lua-resty-core \

@@ -1,5 +1,7 @@
-//! The five public operations. Each returns a response or an [`ApiError`]; the
-//! mapping of errors to HTTP lives in `error.rs` alone.
+//! The five public operations, and the metrics' scrape. Each returns a
+//! response or an [`ApiError`]; the mapping of errors to HTTP lives in
+//! `error.rs` alone. Each operation tells the metrics how it ended, once, as
+//! it returns.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use warp::reply::Response;
 use crate::ApiError;
 use crate::error::json_response;
 use crate::hashing::Queue;
+use crate::metrics::{self, Login, Logout, Refresh};
 use crate::state::{App, Pbx};
 use crate::{refresh_rate, tokens};
 
@@ -81,6 +84,7 @@ pub async fn login(app: Arc<App>, meta: Meta, body: Bytes) -> Result<Response, A
     let arrived = tokio::time::Instant::now();
     let delay = std::time::Duration::from_millis(app.config().login_failure_delay_ms);
     let answer = check_login(&app, meta, body).await;
+    app.metrics().login(Login::of(&answer));
     if answer.is_err() {
         tokio::time::sleep_until(arrived + delay).await;
     }
@@ -238,9 +242,12 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
         .await?;
     match created {
         Created::Session { revoked: 0 } => {}
-        Created::Session { revoked } => eprintln!(
-            "softphone-issuer: a login beyond max_sessions_per_user ({max_sessions}) revoked {revoked} older session(s)"
-        ),
+        Created::Session { revoked } => {
+            app.metrics().revoked(RevokeReason::SessionLimit, revoked);
+            eprintln!(
+                "softphone-issuer: a login beyond max_sessions_per_user ({max_sessions}) revoked {revoked} older session(s)"
+            );
+        }
         Created::CredentialChanged => {
             // `user passwd` or `user disable` committed while the password was
             // being checked: the old password no longer opens a session.
@@ -255,12 +262,40 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
 }
 
 pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+    let (answer, reused) = match rotate(&app, meta).await {
+        Err(Refused::Reused) => (Err(ApiError::RefreshInvalid), true),
+        Err(Refused::Api(e)) => (Err(e), false),
+        Ok(response) => (Ok(response), false),
+    };
+    let outcome = if reused {
+        Refresh::ReuseDetected
+    } else {
+        Refresh::of(&answer)
+    };
+    app.metrics().refresh(outcome);
+    answer
+}
+
+/// Why a refresh was refused: a reused refresh token answers like any
+/// invalid one, but the metrics tell it apart.
+enum Refused {
+    Reused,
+    Api(ApiError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Refused {
+        Refused::Api(e)
+    }
+}
+
+async fn rotate(app: &Arc<App>, meta: Meta) -> Result<Response, Refused> {
     let token = meta.bearer().ok_or(ApiError::RefreshInvalid)?;
     let config = app.config();
     let keys = app.keys();
     let now = unix_now();
     let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = decode(&app, token, &mut buf, now)
+    let claims = decode(app, token, &mut buf, now)
         .await
         .map_err(|_| ApiError::RefreshInvalid)?
         .require(TokenType::Refresh)
@@ -292,12 +327,16 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
             RevokeReason::CredentialsChanged
         };
         let sid = sid.clone();
-        app.write(move |store| store.revoke_session(&sid, reason, now))
-            .await?;
-        return Err(ApiError::RefreshInvalid);
+        if app
+            .write(move |store| store.revoke_session(&sid, reason, now))
+            .await?
+        {
+            app.metrics().revoked(reason, 1);
+        }
+        return Err(ApiError::RefreshInvalid.into());
     }
     let Some(credential) = current else {
-        return Err(ApiError::RefreshInvalid);
+        return Err(ApiError::RefreshInvalid.into());
     };
 
     let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;
@@ -319,19 +358,26 @@ pub async fn refresh(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     match rotation {
         Rotation::Rotated(_) => Ok(tokens_response(&pair, config.access_ttl)),
         Rotation::ReuseDetected => {
+            app.metrics().revoked(RevokeReason::RefreshReuse, 1);
             app.log()
                 .log(Event::RefreshReuse, &username, Some(meta.from), now);
-            Err(ApiError::RefreshInvalid)
+            Err(Refused::Reused)
         }
-        Rotation::Invalid => Err(ApiError::RefreshInvalid),
+        Rotation::Invalid => Err(ApiError::RefreshInvalid.into()),
     }
 }
 
 pub async fn logout(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+    let answer = end_session(&app, meta).await;
+    app.metrics().logout(Logout::of(&answer));
+    answer
+}
+
+async fn end_session(app: &Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     let token = meta.bearer().ok_or(ApiError::LogoutUnauthorized)?;
     let now = unix_now();
     let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = decode(&app, token, &mut buf, now)
+    let claims = decode(app, token, &mut buf, now)
         .await
         .map_err(|_| ApiError::LogoutUnauthorized)?;
     let sid = claims.sid.to_owned();
@@ -343,6 +389,7 @@ pub async fn logout(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     if !revoked {
         return Err(ApiError::LogoutUnauthorized);
     }
+    app.metrics().revoked(RevokeReason::Logout, 1);
     app.log()
         .log(Event::Logout, claims.username, Some(meta.from), now);
 
@@ -408,6 +455,30 @@ pub async fn health() -> Response {
             timestamp: unix_now(),
         },
     )
+}
+
+/// A Prometheus scrape: the counters, and the gauges read now (live sessions
+/// from the database on a connection of their own, the hashing queues).
+pub async fn metrics(app: Arc<App>) -> Result<Response, ApiError> {
+    let now = unix_now();
+    let live = app
+        .scrape_read(move |store| store.live_session_count(now))
+        .await?;
+    let text = app
+        .metrics()
+        .scrape(live, app.hashing_waiting())
+        .map_err(|_| ApiError::Internal)?;
+    let mut response = Response::new(text.into());
+    let headers = response.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    headers.insert(
+        warp::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// Verifies a token of either type and checks its session is still active.

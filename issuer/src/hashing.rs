@@ -156,6 +156,14 @@ impl Hasher {
         Ok(rx)
     }
 
+    /// Checks waiting for a thread: the known queue's, then the other's.
+    pub fn waiting(&self) -> [usize; 2] {
+        self.shared
+            .jobs
+            .lock()
+            .map_or([0, 0], |jobs| [jobs.known.len(), jobs.other.len()])
+    }
+
     /// Runs `check` on a hashing thread and returns its verdict; [`ApiError::Busy`]
     /// when it could not run (the queue full, the wait too long, shutting down).
     pub async fn run<T, F>(&self, queue: Queue, check: F) -> Result<T, ApiError>

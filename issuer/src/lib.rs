@@ -1,11 +1,12 @@
-//! The issuer: login, refresh, logout, profile and health over warp, plus the
-//! admin commands. `main.rs` only parses arguments; everything lives here so the
+//! The issuer: login, refresh, logout, profile and health over warp, its
+//! Prometheus metrics, plus the admin commands. `main.rs` only parses arguments; everything lives here so the
 //! routes can be driven in-process by `warp::test`.
 
 pub mod admin;
 pub mod error;
 pub mod handlers;
 pub mod hashing;
+pub mod metrics;
 pub mod nginx;
 pub mod pbx_watch;
 pub mod refresh_rate;

@@ -101,10 +101,12 @@ pub async fn sweep(app: &App) -> Result<usize> {
     .map_err(joined)??;
     let mut revoked = 0;
     for (username, tag, reason) in stale {
-        revoked += app
+        let n = app
             .write(move |store| store.revoke_credential(&username, &tag, reason, now))
             .await
             .map_err(|_| Error::Store)?;
+        app.metrics().revoked(reason, n);
+        revoked += n;
     }
     Ok(revoked)
 }

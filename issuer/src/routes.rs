@@ -1,6 +1,7 @@
 //! The route table. Paths first, then methods, so a known path with the wrong
 //! method is a 405 and an unknown path a 404; every rejection ends in
-//! [`recover`](crate::error::recover).
+//! [`recover`](crate::error::recover). Beside it, [`Route`]: what the metrics
+//! call each request.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,20 +9,70 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use softphone_shared::paths::API_BASE;
 use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
-use warp::{Filter, Rejection, Stream};
+use warp::{Filter, Rejection, Reply, Stream};
 
 use crate::ApiError;
 use crate::error::recover;
 use crate::handlers::{self, Meta};
 use crate::state::App;
 
+/// Where Prometheus scrapes the issuer: at the root, outside [`API_BASE`],
+/// the only prefix the rendered nginx passes to the issuer.
+pub const METRICS_PATH: &str = "/metrics";
+
+crate::metrics::label_values! {
+    /// What the metrics call a request, by its path: one value per route of
+    /// the table below, and `other` for any other path, so no path a client
+    /// makes up becomes a label value.
+    pub enum Route {
+        Login => "login",
+        Refresh => "refresh",
+        Logout => "logout",
+        Profile => "profile",
+        Health => "health",
+        Metrics => "metrics",
+        Other => "other",
+    }
+}
+
+impl Route {
+    /// The route's path under [`API_BASE`] (the scrape's is [`METRICS_PATH`]).
+    pub const fn under_base(self) -> Option<&'static str> {
+        match self {
+            Route::Login => Some("/auth/login"),
+            Route::Refresh => Some("/auth/refresh"),
+            Route::Logout => Some("/auth/logout"),
+            Route::Profile => Some("/profile"),
+            Route::Health => Some("/health"),
+            Route::Metrics | Route::Other => None,
+        }
+    }
+
+    /// The route a request path belongs to.
+    pub fn of(path: &str) -> Route {
+        if path == METRICS_PATH {
+            return Route::Metrics;
+        }
+        path.strip_prefix(API_BASE)
+            .and_then(|rest| {
+                Route::ALL
+                    .iter()
+                    .copied()
+                    .find(|route| route.under_base() == Some(rest))
+            })
+            .unwrap_or(Route::Other)
+    }
+}
+
 /// Login bodies are two short strings; anything bigger is a 400 (the contract's
 /// answer for a body too large, not 413: apps only know the original's messages).
 pub const MAX_LOGIN_BODY: u64 = 8 * 1024;
 
-/// Every route, with errors already turned into responses.
+/// Every route, with errors already turned into responses, each answer
+/// counted by the metrics.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let base = warp::path("pbxcore")
         .and(warp::path("api"))
@@ -56,20 +107,37 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
     let health = warp::path!("health")
         .and(warp::get())
         .then(handlers::health);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(&app))
+        .then(handlers::metrics)
+        .map(respond);
 
-    base.and(
-        login
-            .or(refresh)
-            .unify()
-            .or(logout)
-            .unify()
-            .or(profile)
-            .unify()
-            .or(health)
-            .unify(),
-    )
-    .recover(recover)
-    .unify()
+    // Every answer, errors included, passes here once: its route's latency
+    // and status class.
+    let counted = Arc::clone(&app);
+    let count = warp::log::custom(move |info| {
+        counted
+            .metrics()
+            .answered(Route::of(info.path()), info.status(), info.elapsed());
+    });
+    metrics
+        .or(base.and(
+            login
+                .or(refresh)
+                .unify()
+                .or(logout)
+                .unify()
+                .or(profile)
+                .unify()
+                .or(health)
+                .unify(),
+        ))
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(count)
+        .map(Reply::into_response)
 }
 
 fn respond(result: Result<Response, ApiError>) -> Response {

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::hashing::{Hasher, Queue};
+use crate::metrics::Metrics;
 use crate::refresh_rate::RefreshRate;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
@@ -26,6 +27,9 @@ pub struct App {
     /// Reads (is this session active? who is this user?) do not wait for a
     /// writer's fsync.
     reader: Arc<Mutex<Store>>,
+    /// The metrics' scrape counts sessions on a connection of its own, so a
+    /// scrape never waits for a request's read, nor a request for a scrape.
+    scrape_reader: Arc<Mutex<Store>>,
     /// The PBX database of a `mikopbx` user source, open for the daemon's life;
     /// its lookups never wait for the store's connections.
     pbx: RwLock<Option<Arc<Pbx>>>,
@@ -34,6 +38,7 @@ pub struct App {
     throttle: Throttle,
     refresh_rate: RefreshRate,
     hasher: Hasher,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for App {
@@ -48,6 +53,7 @@ impl App {
         let keys = LiveKeys::open(&config.key_file(), "softphone-issuer")?;
         let writer = Store::open(&config.database())?;
         let reader = Store::open_read_only(&config.database())?;
+        let scrape_reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
             pbx: RwLock::new(pbx_of(&config.user_source)),
@@ -58,7 +64,9 @@ impl App {
             keys,
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            scrape_reader: Arc::new(Mutex::new(scrape_reader)),
             log,
+            metrics: Metrics::new(),
         })
     }
 
@@ -89,6 +97,15 @@ impl App {
 
     pub fn refresh_rate(&self) -> &RefreshRate {
         &self.refresh_rate
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Logins waiting for a hashing thread, per queue (known, other).
+    pub fn hashing_waiting(&self) -> [usize; 2] {
+        self.hasher.waiting()
     }
 
     /// SIGHUP: re-read the config and the key, reopen the security log. Settings
@@ -143,6 +160,15 @@ impl App {
         F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
     {
         run_blocking(Arc::clone(&self.reader), f).await
+    }
+
+    /// Runs `f` on the scrapes' own read connection, off the async threads.
+    pub async fn scrape_read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
+    {
+        run_blocking(Arc::clone(&self.scrape_reader), f).await
     }
 
     /// The PBX database handles when users come from MikoPBX.

@@ -111,6 +111,31 @@ pub enum RevokeReason {
 }
 
 impl RevokeReason {
+    /// Every reason, in the order of [`RevokeReason::index`]: the issuer's
+    /// metrics make one counter per reason up front.
+    pub const ALL: [RevokeReason; 7] = [
+        RevokeReason::Logout,
+        RevokeReason::RefreshReuse,
+        RevokeReason::Admin,
+        RevokeReason::PasswordChanged,
+        RevokeReason::UserDisabled,
+        RevokeReason::CredentialsChanged,
+        RevokeReason::SessionLimit,
+    ];
+
+    /// Position in [`RevokeReason::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            RevokeReason::Logout => 0,
+            RevokeReason::RefreshReuse => 1,
+            RevokeReason::Admin => 2,
+            RevokeReason::PasswordChanged => 3,
+            RevokeReason::UserDisabled => 4,
+            RevokeReason::CredentialsChanged => 5,
+            RevokeReason::SessionLimit => 6,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RevokeReason::Logout => "logout",
@@ -412,12 +437,27 @@ impl Store {
 
     /// True when the session exists and is not revoked. Expiry is the token's job.
     pub fn session_active(&self, sid: &str) -> Result<bool> {
+        Ok(self.session_revoked(sid)? == Some(false))
+    }
+
+    /// Whether the session is revoked; `None` when the database does not know it.
+    pub fn session_revoked(&self, sid: &str) -> Result<Option<bool>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT revoked_seq IS NULL FROM sessions WHERE sid = ?1")?
+            .prepare_cached("SELECT revoked_seq IS NOT NULL FROM sessions WHERE sid = ?1")?
             .query_row([sid], |r| r.get::<_, bool>(0))
-            .optional()?
-            .unwrap_or(false))
+            .optional()?)
+    }
+
+    /// How many sessions are usable at `now`: not revoked, not expired.
+    pub fn live_session_count(&self, now: i64) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM sessions WHERE revoked_seq IS NULL AND expires >= ?1",
+            )?
+            .query_row([now], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0).unsigned_abs())?)
     }
 
     /// Presents refresh token `presented_jti` of session `sid`; on success
@@ -881,6 +921,16 @@ mod tests {
     use softphone_testkit::TestDir;
 
     use super::*;
+
+    /// The issuer's metrics index counters by reason.
+    #[test]
+    fn every_revoke_reason_has_its_index_and_a_name_of_its_own() {
+        let mut names = std::collections::HashSet::new();
+        for (i, reason) in RevokeReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+            assert!(names.insert(reason.as_str()), "{reason:?}");
+        }
+    }
 
     /// A login beyond the cap revokes the user's oldest active sessions, never
     /// the new one and never another user's, in the login's own transaction.

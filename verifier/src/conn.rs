@@ -104,12 +104,12 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
                     }
                     let decision = verifier.decide(&head, unix_now(), &mut scratch);
                     last = head.has_body;
-                    reply::encode(decision, last, &mut out);
+                    respond(verifier, decision, last, &mut out);
                     consumed += len;
                 }
                 Ok(httparse::Status::Partial) => break,
                 Err(_) => {
-                    reply::encode(UNREADABLE, true, &mut out);
+                    respond(verifier, UNREADABLE, true, &mut out);
                     last = true;
                 }
             }
@@ -126,7 +126,7 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
         filled -= consumed;
         if filled == buf.len() {
             if buf.len() >= MAX_HEAD {
-                reply::encode(UNREADABLE, true, &mut out);
+                respond(verifier, UNREADABLE, true, &mut out);
                 return finish(stream, &out, &mut buf);
             }
             buf.resize((buf.len() * 2).min(MAX_HEAD), 0);
@@ -143,6 +143,20 @@ pub fn serve<S: Stream>(mut stream: S, verifier: &Verifier) -> io::Result<()> {
             return Ok(());
         }
         filled += n;
+    }
+}
+
+/// Counts an answer and writes it to `out`: the one place every answer to a
+/// request passes, so the metrics count each exactly once.
+fn respond(verifier: &Verifier, decision: Decision, close: bool, out: &mut Vec<u8>) {
+    verifier.metrics().count(decision);
+    if decision != Decision::Metrics {
+        return reply::encode(decision, close, out);
+    }
+    match verifier.metrics().scrape() {
+        Ok(text) => reply::encode_scrape(&text, close, out),
+        // Writing into a String does not fail; were it to, say nothing found.
+        Err(_) => reply::encode(Decision::NotFound, close, out),
     }
 }
 

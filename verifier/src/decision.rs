@@ -12,10 +12,11 @@ use softphone_shared::token::{
 
 use crate::cache::CachedToken;
 use crate::identity::Identity;
-use crate::request::{AUTH_PATH, Found, HEALTH_PATH, Head, find_token};
+use crate::request::{AUTH_PATH, Found, HEALTH_PATH, Head, METRICS_PATH, find_token};
+use crate::revocations::Standing;
 use crate::state::Verifier;
 
-/// Why access was refused, for the security log.
+/// Why access was refused, for the security log and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
     NoToken,
@@ -26,6 +27,8 @@ pub enum DenyReason {
     /// Not GET or HEAD.
     UnexpectedMethod,
     Token(TokenError),
+    /// A validly signed token of a session the database does not know.
+    UnknownSession,
     /// The revocation list could not be brought up to date: fail closed.
     StoreUnavailable,
     /// The identity could not be expressed as response headers.
@@ -34,7 +37,55 @@ pub enum DenyReason {
     SessionChannel,
 }
 
+/// The reasons of the verifier's own, ahead of the token errors in [`DenyReason::ALL`].
+const OWN_REASONS: [DenyReason; 8] = [
+    DenyReason::NoToken,
+    DenyReason::Conflict,
+    DenyReason::UnexpectedBody,
+    DenyReason::UnexpectedMethod,
+    DenyReason::UnknownSession,
+    DenyReason::StoreUnavailable,
+    DenyReason::Identity,
+    DenyReason::SessionChannel,
+];
+
+/// How many reasons there are.
+pub const DENY_REASONS: usize = OWN_REASONS.len() + TokenError::ALL.len();
+
 impl DenyReason {
+    /// Every reason, in the order of [`DenyReason::index`]: the metrics make
+    /// one counter per reason at start-up, so counting a refusal is one add.
+    /// (Built at compile time: a slot out of range does not compile.)
+    pub const ALL: [DenyReason; DENY_REASONS] = {
+        let mut all = [DenyReason::NoToken; DENY_REASONS];
+        let mut i = 0;
+        while i < OWN_REASONS.len() {
+            all[i] = OWN_REASONS[i];
+            i += 1;
+        }
+        let mut j = 0;
+        while j < TokenError::ALL.len() {
+            all[OWN_REASONS.len() + j] = DenyReason::Token(TokenError::ALL[j]);
+            j += 1;
+        }
+        all
+    };
+
+    /// Position in [`DenyReason::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            DenyReason::NoToken => 0,
+            DenyReason::Conflict => 1,
+            DenyReason::UnexpectedBody => 2,
+            DenyReason::UnexpectedMethod => 3,
+            DenyReason::UnknownSession => 4,
+            DenyReason::StoreUnavailable => 5,
+            DenyReason::Identity => 6,
+            DenyReason::SessionChannel => 7,
+            DenyReason::Token(e) => OWN_REASONS.len() + e.index(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DenyReason::NoToken => "no_token",
@@ -42,6 +93,7 @@ impl DenyReason {
             DenyReason::UnexpectedBody => "unexpected_body",
             DenyReason::UnexpectedMethod => "unexpected_method",
             DenyReason::Token(e) => e.as_str(),
+            DenyReason::UnknownSession => "unknown_session",
             DenyReason::StoreUnavailable => "store_unavailable",
             DenyReason::Identity => "bad_identity",
             DenyReason::SessionChannel => "bad_session_channel",
@@ -61,6 +113,8 @@ pub enum Decision {
     Forbidden,
     /// The verifier's own liveness probe.
     Health,
+    /// A scrape of the verifier's metrics (loopback only: nginx never routes it).
+    Metrics,
     NotFound,
 }
 
@@ -142,10 +196,10 @@ impl Verifier {
     pub fn decide(&self, head: &Head<'_>, now: i64, scratch: &mut Scratch) -> Decision {
         let path = head.path();
         if path != CHECK_MEDIA_ACCESS && path != AUTH_PATH {
-            return if path == HEALTH_PATH {
-                Decision::Health
-            } else {
-                Decision::NotFound
+            return match path {
+                HEALTH_PATH => Decision::Health,
+                METRICS_PATH => Decision::Metrics,
+                _ => Decision::NotFound,
             };
         }
         if head.has_body {
@@ -168,8 +222,10 @@ impl Verifier {
         };
         // A token seen before skips the HMAC and the JSON (see cache.rs).
         if let Some(decision) = self.cache.with(token, |v| self.judge(head, v, now)) {
+            self.metrics.cache_hit();
             return decision;
         }
+        self.metrics.cache_miss();
         // Read before the keys: a key reload in between keeps this token out
         // of the cache (see TokenCache::insert).
         let generation = self.cache.generation();
@@ -206,17 +262,14 @@ impl Verifier {
         if let Err(e) = self.validation(now).check(v.times) {
             return self.deny(head, DenyReason::Token(e), &v.username, now);
         }
-        match self.revocations.is_revoked_memo(&v.sid, &v.memo, now) {
-            Ok(false) => {}
-            Ok(true) => {
-                return self.deny(
-                    head,
-                    DenyReason::Token(TokenError::Revoked),
-                    &v.username,
-                    now,
-                );
-            }
-            Err(_) => return self.deny(head, DenyReason::StoreUnavailable, &v.username, now),
+        let refused = match self.revocations.standing(&v.sid, &v.memo, now) {
+            Ok(Standing::Usable) => None,
+            Ok(Standing::Revoked) => Some(DenyReason::Token(TokenError::Revoked)),
+            Ok(Standing::Unknown) => Some(DenyReason::UnknownSession),
+            Err(_) => Some(DenyReason::StoreUnavailable),
+        };
+        if let Some(reason) = refused {
+            return self.deny(head, reason, &v.username, now);
         }
         if v.kind != TokenType::Access {
             self.note(
@@ -412,6 +465,48 @@ mod tests {
             verifier.decide(&head, now, &mut scratch),
             Decision::Allow(_)
         ));
+    }
+
+    /// The metrics count refusals in an array by [`DenyReason::index`], named
+    /// by [`DenyReason::as_str`]: each reason has its own slot and name.
+    #[test]
+    fn every_reason_has_its_index_and_a_name_of_its_own() {
+        let mut names = std::collections::HashSet::new();
+        for (i, reason) in DenyReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+            assert!(names.insert(reason.as_str()), "{reason:?}");
+        }
+        assert_eq!(names.len(), DENY_REASONS);
+    }
+
+    /// A validly signed token of a session the database never had is refused
+    /// as an unknown session, one of a revoked session as revoked.
+    #[test]
+    fn unknown_sessions_are_told_apart_from_revoked_ones() {
+        let now = 1_800_000_000;
+        let Fixture {
+            _dir,
+            verifier,
+            token,
+            ..
+        } = fixture("unknown-session", now, None);
+        let key =
+            softphone_shared::keyfile::load_or_create(&_dir.path().join("secret.key")).unwrap();
+        let stranger = softphone_testkit::access_token(key.current(), "never-made", now);
+        let mut scratch = Scratch::new();
+        for (token, expected) in [
+            (&stranger, Some(DenyReason::UnknownSession)),
+            (&token, None),
+        ] {
+            let auth = format!("Bearer {token}");
+            let mut head = Head::new("/auth");
+            head.add_header("Authorization", auth.as_bytes());
+            match (verifier.decide(&head, now, &mut scratch), expected) {
+                (Decision::Unauthorized(reason), Some(expected)) => assert_eq!(reason, expected),
+                (Decision::Allow(_), None) => {}
+                (other, _) => panic!("{other:?}"),
+            }
+        }
     }
 
     /// A token of a rotated-out key, cached while it was good, is refused from

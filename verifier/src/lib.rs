@@ -8,7 +8,8 @@
 //! decisions to HTTP. What a decision reads is the [`state::Verifier`]: the live
 //! keys, the sessions of [`revocations`], the [`identity`] headers interned once,
 //! and the [`cache`] of tokens already verified. [`subscriptions`] ends live
-//! nchan subscriptions when their session or token does. [`sched`] sets the
+//! nchan subscriptions when their session or token does. [`metrics`] counts
+//! every answer and serves Prometheus scrapes. [`sched`] sets the
 //! scheduling policy the daemon runs under; [`watchdog`] pings systemd from the
 //! coroutines that serve.
 
@@ -18,6 +19,7 @@ pub mod decision;
 pub mod error;
 pub mod identity;
 pub mod listener;
+pub mod metrics;
 pub mod reply;
 pub mod request;
 pub mod revocations;

@@ -4,6 +4,7 @@
 //! "allowed".
 
 use crate::decision::{Decision, DenyReason};
+use crate::metrics;
 
 const CHALLENGE: &str = "WWW-Authenticate: Bearer realm=\"softphone\"";
 const CHALLENGE_INVALID: &str =
@@ -69,35 +70,75 @@ pub fn answer(decision: Decision) -> Answer {
             body: "{\"success\":false,\"error\":\"Not found\"}",
             length: "37",
         },
+        // The body is the scrape's: see `encode_scrape`.
+        Decision::Metrics => Answer {
+            status: 200,
+            reason: "OK",
+            headers: [NO_STORE, "", ""],
+            body: "",
+            length: "0",
+        },
     }
 }
 
 /// As raw HTTP/1.1 bytes appended to `out`; `close` says the connection closes
-/// after this answer.
+/// after this answer. A scrape's answer is [`encode_scrape`]'s.
 pub fn encode(decision: Decision, close: bool, out: &mut Vec<u8>) {
     let a = answer(decision);
+    write_head(&a, a.length.as_bytes(), close, out, |out| {
+        if let Decision::Subscribe(_, channels) = decision {
+            // nginx hands these to the subscriber's channel ids (locations.conf.in).
+            out.extend_from_slice(b"\r\nX-Softphone-Session: ");
+            out.extend_from_slice(channels.sid());
+            out.extend_from_slice(b"\r\nX-Softphone-Expiry: ");
+            out.extend_from_slice(itoa::Buffer::new().format(channels.expiry).as_bytes());
+        }
+    });
+    out.extend_from_slice(a.body.as_bytes());
+}
+
+/// A scrape's answer: [`Decision::Metrics`]'s head, the encoder's content
+/// type, and `text` as the body.
+pub fn encode_scrape(text: &str, close: bool, out: &mut Vec<u8>) {
+    let a = answer(Decision::Metrics);
+    let mut length = itoa::Buffer::new();
+    write_head(
+        &a,
+        length.format(text.len()).as_bytes(),
+        close,
+        out,
+        |out| {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(metrics::CONTENT_TYPE.as_bytes());
+        },
+    );
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The status line and headers of `a`, then what `more` adds, up to the blank
+/// line.
+fn write_head(
+    a: &Answer,
+    length: &[u8],
+    close: bool,
+    out: &mut Vec<u8>,
+    more: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status_text(a.status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(a.reason.as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(a.length.as_bytes());
+    out.extend_from_slice(length);
     for header in a.headers.iter().filter(|h| !h.is_empty()) {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(header.as_bytes());
     }
-    if let Decision::Subscribe(_, channels) = decision {
-        // nginx hands these to the subscriber's channel ids (locations.conf.in).
-        out.extend_from_slice(b"\r\nX-Softphone-Session: ");
-        out.extend_from_slice(channels.sid());
-        out.extend_from_slice(b"\r\nX-Softphone-Expiry: ");
-        out.extend_from_slice(itoa::Buffer::new().format(channels.expiry).as_bytes());
-    }
+    more(out);
     if close {
         out.extend_from_slice(b"\r\nConnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(a.body.as_bytes());
 }
 
 fn status_text(status: u16) -> &'static str {
@@ -138,6 +179,20 @@ mod tests {
             );
             assert!(head.ends_with("\r\nConnection: close"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_scrape_is_the_encoders_text_with_its_type() {
+        let mut out = Vec::new();
+        let body = "# TYPE x gauge\nx 1\n";
+        encode_scrape(body, false, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nCache-Control: no-store\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\r\n{body}",
+                body.len()
+            )
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use softphone_shared::token::{MAX_TOKEN_LEN, bearer};
 pub const AUTH_PATH: &str = "/auth";
 /// Liveness probe of the verifier itself.
 pub const HEALTH_PATH: &str = "/health";
+/// Prometheus scrapes (nginx routes nothing to it: only the auth paths).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Most `Authorization` headers we compare; more are refused as a conflict.
 const MAX_AUTH_HEADERS: usize = 4;

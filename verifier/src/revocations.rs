@@ -46,6 +46,26 @@ pub struct Memo(AtomicU64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
 
+/// What the sessions say about a token's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Usable,
+    Revoked,
+    /// Not in the database (purged, deleted, never made: a leaked key?). Refused
+    /// like a revoked one, and told apart in the log and the metrics.
+    Unknown,
+}
+
+/// How the reads of the database went, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Reads that brought the set up to date, the first one at start-up included.
+    pub succeeded: u64,
+    pub failed: u64,
+    /// When the last successful one was made (unix seconds).
+    pub last_success: i64,
+}
+
 /// sid → (expires, revoked), and how many are revoked.
 #[derive(Default)]
 struct Sessions {
@@ -65,9 +85,12 @@ impl Sessions {
         sessions
     }
 
-    /// Whether a token of `sid` is refused.
-    fn refused(&self, sid: &str) -> bool {
-        self.map.get(sid).is_none_or(|&(_, revoked)| revoked)
+    fn standing(&self, sid: &str) -> Standing {
+        match self.map.get(sid) {
+            None => Standing::Unknown,
+            Some((_, true)) => Standing::Revoked,
+            Some((_, false)) => Standing::Usable,
+        }
     }
 
     /// Records a row; true when a usable session became revoked.
@@ -137,6 +160,9 @@ pub struct Revocations {
     /// Those sessions, until [`crate::subscriptions`] takes them to end their
     /// live subscriptions.
     ended_outbox: Mutex<Vec<Box<str>>>,
+    syncs_succeeded: AtomicU64,
+    syncs_failed: AtomicU64,
+    last_sync_success: AtomicI64,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -173,6 +199,9 @@ impl Revocations {
             leeway,
             ended: AtomicU64::new(0),
             ended_outbox: Mutex::new(Vec::new()),
+            syncs_succeeded: AtomicU64::new(0),
+            syncs_failed: AtomicU64::new(0),
+            last_sync_success: AtomicI64::new(now),
         };
         {
             let epoch = revocations.epoch.load();
@@ -180,39 +209,40 @@ impl Revocations {
             revocations.reload_all(&mut reader, now)?;
             revocations.synced.store(epoch, Ordering::Release);
         }
+        let _ = revocations.noted(Ok(()), now);
         Ok(revocations)
     }
 
     /// Whether a token of `sid` must be refused: the session was revoked, or is
     /// not known at all. Brings the list up to date first if the epoch moved.
     pub fn is_revoked(&self, sid: &str, now: i64) -> Result<bool, Unavailable> {
-        self.is_revoked_memo(sid, &Memo::default(), now)
+        Ok(self.standing(sid, &Memo::default(), now)? != Standing::Usable)
     }
 
-    /// As [`is_revoked`](Self::is_revoked), remembering in `memo` (kept with a
-    /// cached token) that `sid` was usable as of the set's current version:
+    /// What the sessions say about `sid`, remembering in `memo` (kept with a
+    /// cached token) that it was usable as of the set's current version:
     /// while nothing is pending and the set has not changed since, the answer
     /// needs no lookup at all.
-    pub fn is_revoked_memo(&self, sid: &str, memo: &Memo, now: i64) -> Result<bool, Unavailable> {
+    pub fn standing(&self, sid: &str, memo: &Memo, now: i64) -> Result<Standing, Unavailable> {
         if self.direct.load(Ordering::Relaxed) {
             return self.ask_database(sid);
         }
         if self.epoch.load() != self.synced.load(Ordering::Acquire) {
             self.sync(now)?;
         } else if memo.0.load(Ordering::Acquire) == self.version.load(Ordering::Acquire) {
-            return Ok(false);
+            return Ok(Standing::Usable);
         }
         // Read the version before the set: an insertion racing with us bumps it
         // after inserting, so a stale memo can only cause another lookup.
         let version = self.version.load(Ordering::Acquire);
-        let revoked = match self.sessions.read() {
-            Ok(sessions) => sessions.refused(sid),
+        let standing = match self.sessions.read() {
+            Ok(sessions) => sessions.standing(sid),
             Err(_) => return Err(Unavailable),
         };
-        if !revoked {
+        if standing == Standing::Usable {
             memo.0.store(version, Ordering::Release);
         }
-        Ok(revoked)
+        Ok(standing)
     }
 
     /// Reads the changes since the last read. The epoch is read *before* the
@@ -231,19 +261,24 @@ impl Revocations {
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
         }
-        self.noted(result)
+        self.noted(result, now)
     }
 
-    /// Reports a failing read once (not per request) and its recovery.
-    fn noted(&self, result: softphone_shared::Result<()>) -> Result<(), Unavailable> {
+    /// Counts every read of the database (each request's that found the epoch
+    /// moved, the upkeep's, the first), and reports a failing read once (not
+    /// per request) and its recovery.
+    fn noted(&self, result: softphone_shared::Result<()>, now: i64) -> Result<(), Unavailable> {
         match result {
             Ok(()) => {
+                self.syncs_succeeded.fetch_add(1, Ordering::Relaxed);
+                self.last_sync_success.store(now, Ordering::Relaxed);
                 if self.failing.swap(false, Ordering::Relaxed) {
                     eprintln!("{WHO}: revocations readable again");
                 }
                 Ok(())
             }
             Err(e) => {
+                self.syncs_failed.fetch_add(1, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     eprintln!("{WHO}: cannot read revocations, refusing tokens: {e}");
                 }
@@ -342,7 +377,9 @@ impl Revocations {
         let ended: Vec<Box<str>> = old
             .map
             .into_iter()
-            .filter(|(sid, (expires, revoked))| !revoked && *expires >= cutoff && set.refused(sid))
+            .filter(|(sid, (expires, revoked))| {
+                !revoked && *expires >= cutoff && set.standing(sid) != Standing::Usable
+            })
             .map(|(sid, _)| sid)
             .collect();
         drop(set);
@@ -366,6 +403,14 @@ impl Revocations {
     /// How many usable sessions became unusable while this verifier watched.
     pub fn ended_count(&self) -> u64 {
         self.ended.load(Ordering::Relaxed)
+    }
+
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            succeeded: self.syncs_succeeded.load(Ordering::Relaxed),
+            failed: self.syncs_failed.load(Ordering::Relaxed),
+            last_success: self.last_sync_success.load(Ordering::Relaxed),
+        }
     }
 
     /// The sessions that ended since the last call.
@@ -419,7 +464,7 @@ impl Revocations {
             self.synced.store(epoch, Ordering::Release);
         }
         drop(reader);
-        let _ = self.noted(result);
+        let _ = self.noted(result, now);
         if trusted
             && self.direct.load(Ordering::Relaxed)
             && now >= self.distrust_until.load(Ordering::Relaxed)
@@ -453,14 +498,14 @@ impl Revocations {
         }
     }
 
-    fn ask_database(&self, sid: &str) -> Result<bool, Unavailable> {
+    fn ask_database(&self, sid: &str) -> Result<Standing, Unavailable> {
         let reader = self.reader.lock().map_err(|_| Unavailable)?;
-        // A session we never recorded is treated as revoked: fail closed.
-        reader
-            .store
-            .session_active(sid)
-            .map(|active| !active)
-            .map_err(|_| Unavailable)
+        match reader.store.session_revoked(sid) {
+            Ok(None) => Ok(Standing::Unknown),
+            Ok(Some(true)) => Ok(Standing::Revoked),
+            Ok(Some(false)) => Ok(Standing::Usable),
+            Err(_) => Err(Unavailable),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -503,17 +548,35 @@ mod tests {
                 "revocation of {sid} hidden"
             );
         }
-        // A session the database does not know is refused.
+        // A session the database does not know is refused, and told apart.
         assert!(revocations.is_revoked("never-created", now).unwrap());
+        let fresh = Memo::default();
+        assert_eq!(
+            revocations.standing("never-created", &fresh, now),
+            Ok(Standing::Unknown)
+        );
+        assert_eq!(
+            revocations.standing("s0", &fresh, now),
+            Ok(Standing::Revoked)
+        );
         // With a memo, as cached tokens use it: still seen at once.
         let memo = Memo::default();
         softphone_testkit::insert_session(&mut writer, "memo", now);
-        assert!(!revocations.is_revoked_memo("memo", &memo, now).unwrap());
-        assert!(!revocations.is_revoked_memo("memo", &memo, now).unwrap());
+        assert_eq!(
+            revocations.standing("memo", &memo, now),
+            Ok(Standing::Usable)
+        );
+        assert_eq!(
+            revocations.standing("memo", &memo, now),
+            Ok(Standing::Usable)
+        );
         writer
             .revoke_session("memo", RevokeReason::Logout, now)
             .unwrap();
-        assert!(revocations.is_revoked_memo("memo", &memo, now).unwrap());
+        assert_eq!(
+            revocations.standing("memo", &memo, now),
+            Ok(Standing::Revoked)
+        );
         // And without the upkeep: the epoch alone brings it in.
         softphone_testkit::insert_session(&mut writer, "last", now);
         assert!(!revocations.is_revoked("last", now).unwrap());
@@ -521,5 +584,32 @@ mod tests {
             .revoke_session("last", RevokeReason::Logout, now)
             .unwrap();
         assert!(revocations.is_revoked("last", now).unwrap());
+    }
+
+    /// Every read of the database is counted: the first, each upkeep's, and
+    /// each a request makes when the doorbell rang; the time of the last good
+    /// one is kept for the sync-age gauge.
+    #[test]
+    fn reads_of_the_database_are_counted() {
+        let dir = softphone_testkit::TestDir::new("revocations-stats");
+        let db = dir.path().join("softphone.db");
+        let now = 1_800_000_000;
+        let mut writer = Store::open(&db).unwrap();
+        let revocations = Revocations::open(&db, now, 30).unwrap();
+        let stats = |succeeded, last_success| SyncStats {
+            succeeded,
+            failed: 0,
+            last_success,
+        };
+        assert_eq!(revocations.sync_stats(), stats(1, now));
+        revocations.maintain(now + 1);
+        assert_eq!(revocations.sync_stats(), stats(2, now + 1));
+        // Nothing rang: a request reads nothing.
+        assert!(revocations.is_revoked("s", now + 2).unwrap());
+        assert_eq!(revocations.sync_stats(), stats(2, now + 1));
+        softphone_testkit::insert_session(&mut writer, "s", now);
+        assert!(!revocations.is_revoked("s", now + 3).unwrap());
+        assert_eq!(revocations.sync_stats(), stats(3, now + 3));
+        assert_eq!(revocations.len(), 1);
     }
 }

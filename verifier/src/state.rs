@@ -1,22 +1,28 @@
 //! What the verifier holds, shared by every connection: the live keys, the
 //! sessions and their revocations, the interned identities, the cache of tokens
-//! already verified and the security log; and its upkeep (about once a second,
-//! and on SIGHUP). How a request is decided from it is [`crate::decision`].
+//! already verified, the security log and the metrics; and its upkeep (about
+//! once a second, and on SIGHUP). How a request is decided from it is
+//! [`crate::decision`].
+
+use std::sync::Arc;
 
 use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::SecurityLog;
 
 use crate::cache::TokenCache;
 use crate::identity::Identities;
+use crate::metrics::Metrics;
 use crate::revocations::Revocations;
 
 pub struct Verifier {
     pub(crate) keys: LiveKeys,
     pub(crate) leeway: i64,
-    pub(crate) revocations: Revocations,
+    /// Shared with the metrics, which read it at each scrape.
+    pub(crate) revocations: Arc<Revocations>,
     pub(crate) identities: Identities,
     pub(crate) cache: TokenCache,
     pub(crate) log: Option<SecurityLog>,
+    pub(crate) metrics: Metrics,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -36,14 +42,21 @@ impl Verifier {
         revocations: Revocations,
         log: Option<SecurityLog>,
     ) -> Verifier {
+        let revocations = Arc::new(revocations);
         Verifier {
             keys,
             leeway,
+            metrics: Metrics::new(Arc::clone(&revocations)),
             revocations,
             identities: Identities::new(),
             cache: TokenCache::new(),
             log,
         }
+    }
+
+    /// The metrics: what conn.rs counts into and a scrape reads.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// SIGHUP: re-reads the key files (a broken file keeps the keys in use) and

@@ -1,7 +1,7 @@
 //! No heap allocation per verified request: a counting global allocator around a
 //! real verifier (revocation checking on) serving ≥ 10 000 keep-alive requests
-//! with a valid token. Its own test binary because the allocator counts the whole
-//! process.
+//! with a valid token, each counted by the metrics. Its own test binary because
+//! the allocator counts the whole process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -23,6 +23,40 @@ use softphone_verifier::state::Verifier;
 static GLOBAL: Counting = Counting;
 
 const REQUESTS: u64 = 20_000;
+
+/// The value of the sample `series` (name and labels, as the scrape writes
+/// them) in a scrape of the verifier at `addr`; scrapes allocate, so this runs
+/// outside the measured loop.
+fn scraped(addr: SocketAddr, series: &str) -> u64 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    // The verifier keeps the connection open: read until the body is complete.
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                break;
+            }
+        }
+        assert!(n > 0, "scrape cut short: {text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
 
 /// Sends one request and reads its answer without allocating; returns the status.
 fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut [u8; 4096]) -> u16 {
@@ -70,6 +104,8 @@ fn a_valid_token_costs_no_allocation_per_request() {
     may::config().set_workers(1).set_stack_size(0x2000);
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _server = listener::start_tcp(verifier, addr).unwrap();
+    const ALLOWED: &str = r#"softphone_verifier_decisions_total{result="allowed",reason="none"}"#;
+    const REVOKED: &str = r#"softphone_verifier_decisions_total{result="denied",reason="revoked"}"#;
 
     let mut stream = eventually(
         Duration::from_secs(10),
@@ -106,6 +142,15 @@ fn a_valid_token_costs_no_allocation_per_request() {
         assert_eq!(round_trip(&mut stream, &subscribe, &mut buf), 200);
     }
 
+    // Counted before the measured loop: a scrape allocates (its text).
+    let allowed_before = scraped(addr, ALLOWED);
+    assert_eq!(
+        allowed_before,
+        2000 + 1,
+        "the warm-up and the first subscriber check"
+    );
+    assert_eq!(scraped(addr, REVOKED), 1);
+
     // Half media checks, half subscriber checks.
     let before = allocations();
     for i in 0..REQUESTS {
@@ -116,4 +161,6 @@ fn a_valid_token_costs_no_allocation_per_request() {
     let per_request = allocated as f64 / REQUESTS as f64;
     eprintln!("{allocated} allocations over {REQUESTS} requests: {per_request:.4} per request");
     assert!(per_request < 0.05, "{per_request} allocations per request");
+    // Every one of them was counted, without allocating.
+    assert_eq!(scraped(addr, ALLOWED), allowed_before + REQUESTS);
 }

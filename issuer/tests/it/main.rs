@@ -12,6 +12,7 @@ mod credentials;
 mod disk_full;
 mod durability;
 mod flow;
+mod metrics;
 mod mikopbx;
 mod statuses;
 mod throttle;

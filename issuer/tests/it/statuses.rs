@@ -7,12 +7,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use softphone_issuer::routes::routes;
+use softphone_issuer::routes::{METRICS_PATH, Route, routes};
 use softphone_issuer::state::App;
 use softphone_shared::paths::API_BASE;
 use softphone_shared::store::Store;
 use softphone_shared::{password, unix_now};
-use softphone_testkit::{Daemons, Response, TestDir};
+use softphone_testkit::{Daemons, Response, TestDir, prom};
 
 use crate::{PASSWORD, USER};
 
@@ -366,6 +366,70 @@ async fn unknown_paths_and_wrong_methods() {
             "Method not allowed",
         );
     }
+}
+
+/// The metrics' route labels and the route table agree: each label's path is
+/// served (a wrong method is a 405, never a 404) and counted under that
+/// label; the scrape lives at the root, not under the base path; and no path
+/// a scanner makes up becomes a label value (they all count as `other`).
+#[tokio::test]
+async fn every_route_is_counted_under_its_own_label() {
+    let issuer = Issuer::open("statuses-routes");
+    let served: Vec<Route> = Route::ALL
+        .iter()
+        .copied()
+        .filter(|r| r.under_base().is_some())
+        .collect();
+    assert_eq!(
+        served.len(),
+        Route::ALL.len() - 2,
+        "all but metrics and other"
+    );
+    for &route in &served {
+        let path = format!("{API_BASE}{}", route.under_base().unwrap());
+        assert_eq!(Route::of(&path), route);
+        let r = issuer.request("OPTIONS", &path, &[], b"").await;
+        assert_error(&r, 405, "Method not allowed");
+    }
+    assert_eq!(Route::of(METRICS_PATH), Route::Metrics);
+    let scanned: Vec<String> = (0..50)
+        .map(|i| format!("/scan-{i}"))
+        .chain([
+            format!("{API_BASE}{METRICS_PATH}"),
+            format!("{METRICS_PATH}/x"),
+            format!("{API_BASE}/auth/login/x"),
+        ])
+        .collect();
+    for path in &scanned {
+        assert_eq!(Route::of(path), Route::Other, "{path}");
+        assert_error(
+            &issuer.request("GET", path, &[], b"").await,
+            404,
+            "Not found",
+        );
+    }
+    let r = issuer.request("POST", METRICS_PATH, &[], b"").await;
+    assert_error(&r, 405, "Method not allowed");
+    let r = issuer.request("GET", METRICS_PATH, &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let responses = |route: &str, class: &str| {
+        prom::value(
+            &text,
+            &format!(r#"softphone_issuer_responses_total{{route="{route}",class="{class}"}}"#),
+        )
+    };
+    for &route in &served {
+        assert_eq!(responses(route.as_str(), "4xx"), 1.0, "{route:?}");
+    }
+    assert_eq!(responses("other", "4xx"), scanned.len() as f64);
+    assert_eq!(responses("metrics", "4xx"), 1.0, "the POST");
+    // One series per route and class, however many paths were asked for.
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("softphone_issuer_responses_total{"))
+        .count();
+    assert_eq!(series, Route::ALL.len() * 5, "{text}");
 }
 
 /// `GET check-media-access` at the real verifier, with tokens of the real issuer:

@@ -43,6 +43,37 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every kind, in the order of [`TokenError::index`]: metrics make one
+    /// counter per kind up front.
+    pub const ALL: [TokenError; 10] = [
+        TokenError::Malformed,
+        TokenError::BadHeader,
+        TokenError::BadAlgorithm,
+        TokenError::UnknownKey,
+        TokenError::BadSignature,
+        TokenError::BadClaims,
+        TokenError::Expired,
+        TokenError::NotYetValid,
+        TokenError::WrongType,
+        TokenError::Revoked,
+    ];
+
+    /// Position in [`TokenError::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            TokenError::Malformed => 0,
+            TokenError::BadHeader => 1,
+            TokenError::BadAlgorithm => 2,
+            TokenError::UnknownKey => 3,
+            TokenError::BadSignature => 4,
+            TokenError::BadClaims => 5,
+            TokenError::Expired => 6,
+            TokenError::NotYetValid => 7,
+            TokenError::WrongType => 8,
+            TokenError::Revoked => 9,
+        }
+    }
+
     /// Short lowercase name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -517,3 +517,13 @@ fn validation_checks_key_deadline_then_expiry_then_not_before() {
     assert_eq!(at(EXP + 31).oldest_live_exp(), EXP + 1);
     assert!(!at(i64::MIN).expired(EXP) && !at(i64::MAX).expired(i64::MAX));
 }
+
+/// Metrics index counters by kind: every kind has its own place and name.
+#[test]
+fn every_error_kind_has_its_index_and_a_name_of_its_own() {
+    let mut names = std::collections::HashSet::new();
+    for (i, kind) in TokenError::ALL.into_iter().enumerate() {
+        assert_eq!(kind.index(), i, "{kind:?}");
+        assert!(names.insert(kind.as_str()), "{kind:?}");
+    }
+}

@@ -2,7 +2,8 @@
 //! directory, free loopback ports, the real daemons started as child processes
 //! (and killed on drop) with the paths of their files, one way to wait for a
 //! condition ([`eventually`]), a raw HTTP/1.1 client for exact bytes on the wire,
-//! a MikoPBX fixture database, and a stand-in for systemd's notify socket.
+//! a MikoPBX fixture database, a stand-in for systemd's notify socket, and
+//! scrapes of the daemons' metrics judged by promtool.
 //!
 //! Test code: failing loudly (panicking) is the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,6 +14,7 @@ pub mod http;
 pub mod mikopbx;
 pub mod nginx;
 pub mod notify;
+pub mod prom;
 
 use std::collections::HashMap;
 use std::fmt;

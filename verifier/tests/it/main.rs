@@ -8,6 +8,7 @@ mod clock;
 mod database_truth;
 mod hostile;
 mod http_attacks;
+mod metrics;
 mod rotation;
 mod signals;
 mod soak;

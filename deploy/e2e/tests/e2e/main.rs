@@ -6,6 +6,7 @@ mod attacks;
 mod errors;
 mod front;
 mod live_subscriptions;
+mod metrics;
 mod nchan;
 mod ops;
 mod package;

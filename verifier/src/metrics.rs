@@ -1,0 +1,221 @@
+//! The verifier's Prometheus metrics, scraped at `GET /metrics` on its own
+//! listeners (nginx routes only the auth paths to it).
+//!
+//! Every labelled counter is made at start-up and kept in an array indexed by
+//! [`DenyReason::index`], so counting a request is one relaxed atomic add:
+//! no lookup, no lock, no allocation. Reason names are
+//! [`DenyReason::as_str`]'s, the same the security log writes. What is read
+//! at each scrape rather than counted (the sessions known, how the reads of
+//! the database go) comes from [`Revocations`] through a collector, so a
+//! scrape sees the moment it was made.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+use softphone_shared::token::TokenError;
+
+use crate::decision::{DENY_REASONS, Decision, DenyReason};
+use crate::revocations::Revocations;
+
+/// Every metric's name starts with it.
+pub const PREFIX: &str = "softphone_verifier";
+
+/// The `Content-Type` of a scrape: Prometheus's text format, 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The `reason` of an allowed decision.
+const ALLOWED_REASON: &str = "none";
+
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+
+pub struct Metrics {
+    registry: Registry,
+    allowed: Counter,
+    denied: [Counter; DENY_REASONS],
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric; `revocations` is read at each scrape.
+    pub fn new(revocations: Arc<Revocations>) -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let decisions = Family::<Labels<2>, Counter>::default();
+        registry.register(
+            "decisions",
+            "Token checks answered, by result (allowed, denied) and reason (none when allowed; denied with wrong_type is the 403 for a refresh token)",
+            decisions.clone(),
+        );
+        let allowed =
+            decisions.get_or_create_owned(&[("result", "allowed"), ("reason", ALLOWED_REASON)]);
+        let denied = DenyReason::ALL.map(|reason| {
+            decisions.get_or_create_owned(&[("result", "denied"), ("reason", reason.as_str())])
+        });
+        let lookups = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Lookups of a presented token among the tokens already verified: a hit skips the HMAC and the JSON",
+            lookups.clone(),
+        );
+        let cache_hits = lookups.get_or_create_owned(&[("result", "hit")]);
+        let cache_misses = lookups.get_or_create_owned(&[("result", "miss")]);
+        registry.register_collector(Box::new(Upkeep(revocations)));
+        Metrics {
+            registry,
+            allowed,
+            denied,
+            cache_hits,
+            cache_misses,
+        }
+    }
+
+    /// Counts one answer to nginx. The one place decisions are counted:
+    /// [`crate::conn`] calls it for every answer it writes.
+    pub fn count(&self, decision: Decision) {
+        let reason = match decision {
+            Decision::Allow(_) | Decision::Subscribe(..) => {
+                self.allowed.inc();
+                return;
+            }
+            Decision::Unauthorized(reason) => reason,
+            Decision::Forbidden => DenyReason::Token(TokenError::WrongType),
+            Decision::Health | Decision::Metrics | Decision::NotFound => return,
+        };
+        if let Some(counter) = self.denied.get(reason.index()) {
+            counter.inc();
+        }
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    pub fn cache_miss(&self) {
+        self.cache_misses.inc();
+    }
+
+    /// The exposition text of a scrape.
+    pub fn scrape(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(4096);
+        prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// What a scrape reads from the sessions and the reads that keep them.
+#[derive(Debug)]
+struct Upkeep(Arc<Revocations>);
+
+impl Collector for Upkeep {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.sync_stats();
+        let mut syncs = encoder.encode_descriptor(
+            "revocation_syncs",
+            "Reads of the sessions table that brought the verifier's view up to date (ok) or failed (failed): about one a second, and one per change announced.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, count) in [("ok", stats.succeeded), ("failed", stats.failed)] {
+            let labels: Labels<1> = [("result", result)];
+            ConstCounter::new(count).encode(syncs.encode_family(&labels)?)?;
+        }
+        let known = i64::try_from(self.0.len()).unwrap_or(i64::MAX);
+        ConstGauge::new(known).encode(encoder.encode_descriptor(
+            "sessions_known",
+            "Sessions the verifier holds in memory: every one not expired, revoked or not.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let age = softphone_shared::unix_now().saturating_sub(stats.last_success);
+        ConstGauge::new(age.max(0)).encode(encoder.encode_descriptor(
+            "revocation_sync_age",
+            "Seconds since the last successful read of the sessions table, at the scrape.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?)?;
+        let ended = self.0.ended_count();
+        ConstCounter::new(ended).encode(encoder.encode_descriptor(
+            "sessions_ended",
+            "Usable sessions the verifier learnt had ended (logout, revocation, deletion), whoever ended them.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identities;
+
+    /// The value of one sample line (`name{labels} value`) of a scrape.
+    fn sample(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Each decision moves its own counter by one; pages that decide nothing
+    /// move none; the upkeep's numbers are read at the scrape.
+    #[test]
+    fn decisions_are_counted_by_result_and_reason() {
+        let dir = softphone_testkit::TestDir::new("verifier-metrics");
+        let db = dir.path().join("softphone.db");
+        drop(softphone_shared::store::Store::open(&db).unwrap());
+        let revocations = Arc::new(Revocations::open(&db, 1_800_000_000, 30).unwrap());
+        let metrics = Metrics::new(revocations);
+        let identity = Identities::new().get(7, "201", "user").unwrap();
+        let series = |result: &str, reason: &str| {
+            format!(r#"{PREFIX}_decisions_total{{result="{result}",reason="{reason}"}}"#)
+        };
+        let before = metrics.scrape().unwrap();
+        for reason in DenyReason::ALL {
+            assert_eq!(sample(&before, &series("denied", reason.as_str())), Some(0));
+        }
+        metrics.count(Decision::Allow(identity));
+        metrics.count(Decision::Allow(identity));
+        metrics.count(Decision::Unauthorized(DenyReason::NoToken));
+        metrics.count(Decision::Unauthorized(DenyReason::Token(
+            TokenError::Expired,
+        )));
+        metrics.count(Decision::Forbidden);
+        metrics.count(Decision::Health);
+        metrics.count(Decision::NotFound);
+        metrics.count(Decision::Metrics);
+        metrics.cache_hit();
+        metrics.cache_miss();
+        metrics.cache_miss();
+        let text = metrics.scrape().unwrap();
+        assert_eq!(sample(&text, &series("allowed", "none")), Some(2), "{text}");
+        assert_eq!(sample(&text, &series("denied", "no_token")), Some(1));
+        assert_eq!(sample(&text, &series("denied", "expired")), Some(1));
+        assert_eq!(sample(&text, &series("denied", "wrong_type")), Some(1));
+        assert_eq!(sample(&text, &series("denied", "revoked")), Some(0));
+        let lookups =
+            |result: &str| format!(r#"{PREFIX}_token_cache_lookups_total{{result="{result}"}}"#);
+        assert_eq!(sample(&text, &lookups("hit")), Some(1));
+        assert_eq!(sample(&text, &lookups("miss")), Some(2));
+        let syncs = format!(r#"{PREFIX}_revocation_syncs_total{{result="ok"}}"#);
+        assert_eq!(sample(&text, &syncs), Some(1), "the read at start-up");
+        assert_eq!(sample(&text, &format!("{PREFIX}_sessions_known")), Some(0));
+        assert!(
+            text.contains(&format!(
+                "# TYPE {PREFIX}_revocation_sync_age_seconds gauge\n"
+            )),
+            "{text}"
+        );
+    }
+}
