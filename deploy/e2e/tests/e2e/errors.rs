@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use softphone_testkit::nginx::Nginx;
-use softphone_testkit::{BASE, Response, request, send_raw};
+use softphone_testkit::{BASE, Response, eventually, request, send_raw};
 
 use crate::{PASSWORD, USER, stack};
 
@@ -291,4 +291,31 @@ fn signal(name: &str, pid: u32) {
         .unwrap()
         .success();
     assert!(ok, "kill -{name} {pid}");
+    if name == "STOP" {
+        // kill(2) returns once the signal is queued; the kernel stops the
+        // other threads only when the thread it woke gets to run, and on a
+        // loaded machine a worker thread can answer a request first (a run
+        // saw the verifier answer 200 "after" its SIGSTOP). Stalled means
+        // every thread stopped.
+        eventually(Duration::from_secs(10), "every thread stops", || {
+            all_threads_stopped(pid)
+        });
+    }
+}
+
+/// Whether every thread of `pid` is in state `T` (stopped).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            // The state follows the command name's closing parenthesis.
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
