@@ -18,6 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use softphone_testkit::notify::NotifySocket;
+use softphone_testkit::prom;
 use softphone_testkit::{BASE, TestDir, eventually, poll_until, request};
 
 use crate::seed::{SCRIPT, access_token, run_with_env};
@@ -732,6 +733,30 @@ fn the_package_installs_serves_the_seed_examples_and_purges_clean() {
         "{out}"
     );
     let seed_token = access_token(&out);
+
+    // What an operator's Prometheus sees after the seed's examples, from the
+    // packaged daemons' loopback listeners (the packaged config's defaults):
+    // valid to promtool, and counting the seed's one login and its refusals.
+    let issuer_metrics = prom::scrape(SocketAddr::from(([127, 0, 0, 1], 8081)));
+    let verifier_metrics = prom::scrape(SocketAddr::from(([127, 0, 0, 1], 8082)));
+    prom::check_metrics(&issuer_metrics);
+    prom::check_metrics(&verifier_metrics);
+    eprintln!("issuer /metrics after the seed script:\n{issuer_metrics}");
+    eprintln!("verifier /metrics after the seed script:\n{verifier_metrics}");
+    assert_eq!(
+        prom::value(
+            &issuer_metrics,
+            r#"softphone_issuer_logins_total{outcome="success"}"#
+        ),
+        1.0
+    );
+    assert!(
+        prom::value(
+            &verifier_metrics,
+            r#"softphone_verifier_decisions_total{result="denied",reason="revoked"}"#
+        ) >= 1.0,
+        "the seed's check after its logout: {verifier_metrics}"
+    );
 
     // A session that must survive the reinstall; the media check passes
     // through nginx's workers (www-data) to the verifier's unix socket.
