@@ -14,7 +14,7 @@ use softphone_shared::paths::SUBSCRIBE;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
 use softphone_testkit::counting::{Counting, allocations};
-use softphone_testkit::{CHECK, TestDir, eventually, free_port};
+use softphone_testkit::{CHECK, TestDir, eventually, free_port, prom};
 use softphone_verifier::listener;
 use softphone_verifier::revocations::Revocations;
 use softphone_verifier::state::Verifier;
@@ -28,37 +28,9 @@ const REQUESTS: u64 = 20_000;
 /// them) in a scrape of the verifier at `addr`; scrapes allocate, so this runs
 /// outside the measured loop.
 fn scraped(addr: SocketAddr, series: &str) -> u64 {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    // The verifier keeps the connection open: read until the body is complete.
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .unwrap()
-                .parse()
-                .unwrap();
-            if body.len() >= length {
-                break;
-            }
-        }
-        assert!(n > 0, "scrape cut short: {text}");
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
+    prom::value(&prom::scrape(addr), series) as u64
 }
 
-/// Sends one request and reads its answer without allocating; returns the status.
 fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut [u8; 4096]) -> u16 {
     stream.write_all(request).unwrap();
     let mut len = 0;
