@@ -10,7 +10,7 @@ use std::time::Duration;
 use softphone_testkit::nginx::{Front, Nginx};
 use softphone_testkit::{BASE, Daemons, eventually, free_port, request, send_raw};
 
-use crate::seed::{SCRIPT, access_token, run_with_env};
+use crate::seed::{SCRIPT, access_token, assert_seed_statuses, run_with_env};
 use crate::{PASSWORD, USER, assert_no_secrets, published, stack};
 
 /// Mozilla's "intermediate" profile (v5.7): the TLS 1.3 suites and the TLS 1.2
@@ -39,16 +39,8 @@ fn the_seed_examples_run_over_tls() {
         &nginx.https_base(),
         &[("CURL_CA_BUNDLE", ca.to_str().unwrap())],
     );
-    // As over plain HTTP (seed.rs): login, profile, refresh, logout, health,
-    // check-media-access, invalid token, refresh-as-access, empty credentials,
-    // publish (from 127.0.0.1), subscribe.
-    let publish = statuses.get(9).copied().unwrap_or(0);
-    assert!(publish == 201 || publish == 202, "publish {publish}: {out}");
-    assert_eq!(
-        statuses,
-        vec![200, 200, 200, 200, 200, 401, 401, 401, 400, publish, 401],
-        "{out}"
-    );
+    // As over plain HTTP.
+    assert_seed_statuses(&statuses, &out);
     assert_no_secrets(&d, &nginx, &[&access_token(&out)]);
 }
 
