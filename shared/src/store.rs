@@ -91,6 +91,12 @@ const MIGRATIONS: &[&str] = &[
         SELECT value, OLD.sid, CAST(strftime('%s', 'now') AS INTEGER) FROM meta
          WHERE key = 'revoke_seq';
     END;",
+    // 4: what a verifier reads of every live session (id, expiry, revoked), and
+    // the counts it compares, come from one index without touching the table:
+    // at a million sessions the expiry index alone cost a lookup in the table
+    // per row (3.4 s for the counts, against 0.1 s from this index).
+    "CREATE INDEX sessions_live ON sessions (expires, revoked_seq);
+    DROP INDEX sessions_expires;",
 ];
 
 /// How long a deletion's tombstone is kept: a running verifier reads it within
@@ -655,7 +661,8 @@ impl Store {
         let counts = match counts_from {
             Some(cutoff) => Some(
                 tx.prepare_cached(
-                    "SELECT count(*), count(revoked_seq) FROM sessions WHERE expires >= ?1",
+                    "SELECT count(*), count(revoked_seq) FROM sessions
+                     INDEXED BY sessions_live WHERE expires >= ?1",
                 )?
                 .query_row([cutoff], |r| {
                     Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
@@ -672,22 +679,32 @@ impl Store {
         })
     }
 
-    /// Every session not expired before `cutoff`, with the sequence number the
-    /// snapshot is current for.
-    pub fn all_sessions(&mut self, cutoff: i64) -> Result<(i64, Vec<SessionState>)> {
+    /// Every session not expired before `cutoff`, handed to `each` as it is
+    /// read (id, expiry, revoked; nothing is kept per row), and the sequence
+    /// number the snapshot is current for. Read from the `sessions_live`
+    /// index alone.
+    pub fn each_session(
+        &mut self,
+        cutoff: i64,
+        mut each: impl FnMut(&str, i64, bool),
+    ) -> Result<i64> {
         let tx = self.conn.transaction()?;
         let head = tx
             .prepare_cached("SELECT value FROM meta WHERE key = 'revoke_seq'")?
             .query_row([], |r| r.get(0))?;
-        let rows = tx
-            .prepare_cached(
-                "SELECT sid, expires, revoked_seq IS NOT NULL, change_seq FROM sessions
-                 WHERE expires >= ?1",
-            )?
-            .query_map([cutoff], state_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT sid, expires, revoked_seq IS NOT NULL FROM sessions
+                 INDEXED BY sessions_live WHERE expires >= ?1",
+            )?;
+            let mut rows = stmt.query([cutoff])?;
+            while let Some(row) = rows.next()? {
+                let sid = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                each(sid, row.get(1)?, row.get(2)?);
+            }
+        }
         tx.commit()?;
-        Ok((head, rows))
+        Ok(head)
     }
 
     /// Sessions changed (created, extended or revoked) after sequence number

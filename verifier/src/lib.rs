@@ -24,6 +24,7 @@ pub mod reply;
 pub mod request;
 pub mod revocations;
 pub mod sched;
+pub mod session_set;
 pub mod state;
 pub mod subscriptions;
 pub mod watchdog;

@@ -17,16 +17,16 @@
 //! that differ from ours (anything that escaped the sequence) make it re-read
 //! every session, into a new set built off-lock and swapped in.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock, TryLockError};
 
 use softphone_shared::epoch::{Epoch, FileState};
-use softphone_shared::store::{SessionState, Store};
+use softphone_shared::store::Store;
 use softphone_shared::token::Validation;
 
 use crate::Result;
+use crate::session_set::{Builder, Change, SessionSet};
 
 /// How long after a change of doorbell (a damaged, rewritten or followed epoch
 /// file) every request is checked against the database: a process started
@@ -41,6 +41,14 @@ const WHO: &str = "softphone-verifier";
 /// "Known and not revoked as of set version N", kept with a cached token.
 #[derive(Debug, Default)]
 pub struct Memo(AtomicU64);
+
+/// Whether [`Revocations::sync`] brought the set up to date, or found the
+/// reader busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Synced {
+    Yes,
+    Busy,
+}
 
 /// The revocation list could not be read: callers fail closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,67 +74,6 @@ pub struct SyncStats {
     pub last_success: i64,
 }
 
-/// sid → (expires, revoked), and how many are revoked.
-#[derive(Default)]
-struct Sessions {
-    map: HashMap<Box<str>, (i64, bool)>,
-    revoked: usize,
-}
-
-impl Sessions {
-    fn build(rows: Vec<SessionState>) -> Sessions {
-        let mut sessions = Sessions {
-            map: HashMap::with_capacity(rows.len()),
-            revoked: 0,
-        };
-        for row in rows {
-            sessions.set(row.sid.into_boxed_str(), row.expires, row.revoked);
-        }
-        sessions
-    }
-
-    fn standing(&self, sid: &str) -> Standing {
-        match self.map.get(sid) {
-            None => Standing::Unknown,
-            Some((_, true)) => Standing::Revoked,
-            Some((_, false)) => Standing::Usable,
-        }
-    }
-
-    /// Records a row; true when a usable session became revoked.
-    fn set(&mut self, sid: Box<str>, expires: i64, revoked: bool) -> bool {
-        let was = self.map.insert(sid, (expires, revoked));
-        self.revoked =
-            self.revoked + usize::from(revoked) - usize::from(was.is_some_and(|(_, r)| r));
-        revoked && was.is_some_and(|(_, r)| !r)
-    }
-
-    /// Forgets a session; true when it was usable.
-    fn remove(&mut self, sid: &str) -> bool {
-        match self.map.remove(sid) {
-            Some((_, revoked)) => {
-                self.revoked -= usize::from(revoked);
-                !revoked
-            }
-            None => false,
-        }
-    }
-
-    fn forget_expired(&mut self, validation: &Validation) {
-        let mut revoked = 0;
-        self.map.retain(|_, &mut (expires, r)| {
-            let keep = !validation.expired(expires);
-            revoked += usize::from(keep && r);
-            keep
-        });
-        self.revoked = revoked;
-    }
-
-    fn counts(&self) -> (usize, usize) {
-        (self.map.len(), self.revoked)
-    }
-}
-
 struct Reader {
     store: Store,
     /// The change sequence number the set is current for.
@@ -147,11 +94,15 @@ pub struct Revocations {
     distrust_until: AtomicI64,
     /// Reading revocations failed last time (reported once, not per request).
     failing: AtomicBool,
-    sessions: RwLock<Sessions>,
+    sessions: RwLock<SessionSet>,
     /// Bumped after every change to `sessions`; starts at 1 so a fresh
     /// [`Memo`] (0) never matches.
     version: AtomicU64,
     reader: Mutex<Reader>,
+    /// A connection of its own for requests that ask the database directly
+    /// (while the doorbell is distrusted, or while the reader is busy): only
+    /// ever held for one lookup by key.
+    asker: Mutex<Store>,
     db_path: PathBuf,
     /// Tokens live `leeway` seconds past `exp`; so must their revocations.
     leeway: i64,
@@ -188,8 +139,9 @@ impl Revocations {
             direct: AtomicBool::new(distrust),
             distrust_until: AtomicI64::new(if distrust { now + DISTRUST_SECONDS } else { 0 }),
             failing: AtomicBool::new(false),
-            sessions: RwLock::new(Sessions::default()),
+            sessions: RwLock::new(SessionSet::default()),
             version: AtomicU64::new(1),
+            asker: Mutex::new(Store::open_read_only(db_path)?),
             reader: Mutex::new(Reader {
                 store,
                 last_seq: -1,
@@ -228,15 +180,18 @@ impl Revocations {
             return self.ask_database(sid);
         }
         if self.epoch.load() != self.synced.load(Ordering::Acquire) {
-            self.sync(now)?;
+            if self.sync(now)? == Synced::Busy {
+                return self.ask_database(sid);
+            }
         } else if memo.0.load(Ordering::Acquire) == self.version.load(Ordering::Acquire) {
             return Ok(Standing::Usable);
         }
         // Read the version before the set: an insertion racing with us bumps it
         // after inserting, so a stale memo can only cause another lookup.
         let version = self.version.load(Ordering::Acquire);
+        let cutoff = self.validation(now).oldest_live_exp();
         let standing = match self.sessions.read() {
-            Ok(sessions) => sessions.standing(sid),
+            Ok(sessions) => sessions.standing(sid, cutoff),
             Err(_) => return Err(Unavailable),
         };
         if standing == Standing::Usable {
@@ -247,21 +202,30 @@ impl Revocations {
 
     /// Reads the changes since the last read. The epoch is read *before* the
     /// query, so anything committed before that bump is in the result.
+    ///
+    /// A request never waits for the reader: the upkeep may hold it for a
+    /// pass over a million sessions (the counts, a merge), and a coroutine
+    /// that blocks holds up every request of its worker thread. When the
+    /// reader is busy the request asks the database about its own session.
     #[cold]
-    pub fn sync(&self, now: i64) -> Result<(), Unavailable> {
+    fn sync(&self, now: i64) -> Result<Synced, Unavailable> {
         let epoch = self.epoch.load();
         if epoch == self.synced.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(Synced::Yes);
         }
-        let mut reader = self.lock_reader();
+        let mut reader = match self.reader.try_lock() {
+            Ok(reader) => reader,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(Synced::Busy),
+        };
         if epoch == self.synced.load(Ordering::Acquire) {
-            return Ok(()); // another worker just did it
+            return Ok(Synced::Yes); // another worker just did it
         }
         let result = self.load(&mut reader, now, false);
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
         }
-        self.noted(result, now)
+        self.noted(result, now).map(|()| Synced::Yes)
     }
 
     /// Counts every read of the database (each request's that found the epoch
@@ -316,35 +280,30 @@ impl Revocations {
         if !changes.rows.is_empty() || !changes.deleted.is_empty() {
             let mut set = self.write_sessions();
             for sid in changes.deleted {
-                if set.remove(&sid) {
+                if set.remove(&sid, cutoff) == Change::Ended {
                     ended.push(sid.into_boxed_str());
                 }
             }
             for row in changes.rows {
-                if row.expires < cutoff {
-                    set.remove(&row.sid);
-                } else if set.set(row.sid.clone().into_boxed_str(), row.expires, row.revoked) {
+                // An expired row is recorded too: it reads as unknown, and the
+                // next merge leaves it out.
+                if set.set(&row.sid, row.expires, row.revoked, cutoff) == Change::Ended {
                     ended.push(row.sid.into_boxed_str());
                 }
             }
-            let ours = set.counts();
             drop(set);
             self.version.fetch_add(1, Ordering::AcqRel);
-            if let Some(theirs) = changes.counts
-                && theirs != ours
-            {
-                reader.last_seq = changes.head;
-                self.sessions_ended(&ended);
-                return self.recount(reader, now, theirs, ours);
-            }
-        } else if let Some(theirs) = changes.counts {
-            let ours = self.read_counts();
+        }
+        reader.last_seq = changes.head;
+        self.sessions_ended(&ended);
+        if let Some(theirs) = changes.counts {
+            // A pass over every session: under the read lock, which requests
+            // share (we hold the reader, so no change can wait behind it).
+            let ours = self.read_sessions().counts(cutoff);
             if theirs != ours {
                 return self.recount(reader, now, theirs, ours);
             }
         }
-        reader.last_seq = changes.head;
-        self.sessions_ended(&ended);
         Ok(())
     }
 
@@ -367,24 +326,46 @@ impl Revocations {
     /// requests need, and swaps it in.
     fn reload_all(&self, reader: &mut Reader, now: i64) -> softphone_shared::Result<()> {
         let cutoff = self.validation(now).oldest_live_exp();
-        let (head, rows) = reader.store.all_sessions(cutoff)?;
-        let fresh = Sessions::build(rows);
-        let old = std::mem::replace(&mut *self.write_sessions(), fresh);
+        let mut fresh = Builder::new(cutoff);
+        let head = reader.store.each_session(cutoff, |sid, expires, revoked| {
+            fresh.add(sid, expires, revoked);
+        })?;
+        let old = std::mem::replace(&mut *self.write_sessions(), fresh.finish());
         self.version.fetch_add(1, Ordering::AcqRel);
         reader.last_seq = head;
         // Off-lock again: which usable sessions the re-read ended.
         let set = self.read_sessions();
         let ended: Vec<Box<str>> = old
-            .map
-            .into_iter()
-            .filter(|(sid, (expires, revoked))| {
-                !revoked && *expires >= cutoff && set.standing(sid) != Standing::Usable
+            .each()
+            .filter(|old| {
+                !old.revoked
+                    && old.expires >= cutoff
+                    && set.standing(&old.sid, cutoff) != Standing::Usable
             })
-            .map(|(sid, _)| sid)
+            .map(|old| old.sid.into_boxed_str())
             .collect();
         drop(set);
+        drop(old);
         self.sessions_ended(&ended);
         Ok(())
+    }
+
+    /// Merges the sessions created since the last merge into the sorted part
+    /// and drops the expired and deleted ones, when that is worth a pass: the
+    /// new set is built under the read lock (requests go on) and swapped in.
+    /// The caller holds the reader (the argument proves it), so no change is
+    /// made meanwhile.
+    fn compact(&self, _reader: &mut Reader, cutoff: i64, counting: bool) {
+        let merged = {
+            let set = self.read_sessions();
+            if !set.recent_is_full() && !(counting && set.base_is_dying(cutoff)) {
+                return;
+            }
+            set.merged(cutoff)
+        };
+        let old = std::mem::replace(&mut *self.write_sessions(), merged);
+        // What requests see has not changed: no new version.
+        drop(old);
     }
 
     /// The one place where the verifier learns that sessions it knew as usable
@@ -422,10 +403,9 @@ impl Revocations {
     /// started after they were revoked must still end.
     pub fn revoked_sessions(&self) -> Vec<Box<str>> {
         self.read_sessions()
-            .map
-            .iter()
-            .filter(|(_, (_, revoked))| *revoked)
-            .map(|(sid, _)| sid.clone())
+            .each()
+            .filter(|session| session.revoked)
+            .map(|session| session.sid.into_boxed_str())
             .collect()
     }
 
@@ -454,12 +434,12 @@ impl Revocations {
         };
         let epoch = self.epoch.load();
         let mut reader = self.lock_reader();
-        self.write_sessions().forget_expired(&self.validation(now));
         let count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
         if count {
             reader.counted_at = now;
         }
         let result = self.load(&mut reader, now, count);
+        self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
         }
@@ -474,20 +454,16 @@ impl Revocations {
         }
     }
 
-    fn write_sessions(&self) -> std::sync::RwLockWriteGuard<'_, Sessions> {
+    fn write_sessions(&self) -> std::sync::RwLockWriteGuard<'_, SessionSet> {
         self.sessions
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn read_sessions(&self) -> std::sync::RwLockReadGuard<'_, Sessions> {
+    fn read_sessions(&self) -> std::sync::RwLockReadGuard<'_, SessionSet> {
         self.sessions
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn read_counts(&self) -> (usize, usize) {
-        self.read_sessions().counts()
     }
 
     /// A session lives as long as its tokens: `leeway` past its expiry.
@@ -499,8 +475,8 @@ impl Revocations {
     }
 
     fn ask_database(&self, sid: &str) -> Result<Standing, Unavailable> {
-        let reader = self.reader.lock().map_err(|_| Unavailable)?;
-        match reader.store.session_revoked(sid) {
+        let asker = self.asker.lock().map_err(|_| Unavailable)?;
+        match asker.session_revoked(sid) {
             Ok(None) => Ok(Standing::Unknown),
             Ok(Some(true)) => Ok(Standing::Revoked),
             Ok(Some(false)) => Ok(Standing::Usable),
@@ -509,7 +485,7 @@ impl Revocations {
     }
 
     pub fn len(&self) -> usize {
-        self.read_sessions().map.len()
+        self.read_sessions().len()
     }
 
     pub fn is_empty(&self) -> bool {
