@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod group_commit;
 pub mod handlers;
 pub mod hashing;
 pub mod metrics;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use softphone_shared::config::Config;
+use softphone_shared::store::PURGE_BATCH;
 use softphone_shared::systemd;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,7 +21,6 @@ use crate::watchdog;
 use crate::{Error, Result};
 
 /// How long expired sessions are kept after they expire (beyond any leeway).
-const PURGE_GRACE: i64 = 3600;
 const WHO: &str = "softphone-issuer";
 
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
@@ -110,12 +110,16 @@ async fn housekeeping(app: Arc<App>) {
         app.throttle().prune_all(now);
         app.refresh_rate()
             .prune(now, refresh_rate::Limits::from_config(&app.config()));
-        let grace = PURGE_GRACE + app.config().leeway;
-        if let Ok(purged) = app
-            .write(move |store| store.purge_expired(now, grace))
-            .await
-            && purged > 0
-        {
+        // In bounded steps, each one write among the requests' (a million
+        // expired sessions must not hold the writer for seconds).
+        let mut purged = 0;
+        while let Ok(step) = app.write(move |store| store.purge_expired(now)).await {
+            purged += step;
+            if step < PURGE_BATCH {
+                break;
+            }
+        }
+        if purged > 0 {
             eprintln!("softphone-issuer: purged {purged} expired session(s)");
         }
     }

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::group_commit::Writer;
 use crate::hashing::{Hasher, Queue};
 use crate::metrics::Metrics;
 use crate::refresh_rate::RefreshRate;
@@ -21,9 +22,10 @@ use softphone_shared::users::{Credential, builtin};
 pub struct App {
     config: RwLock<Arc<Config>>,
     keys: LiveKeys,
-    /// Writes (sessions, revocations) go through one connection: SQLite has one
-    /// writer at a time anyway.
-    writer: Arc<Mutex<Store>>,
+    /// Writes (sessions, revocations) go through one connection, owned by
+    /// the group-commit thread: SQLite has one writer at a time anyway, and
+    /// concurrent writes share a commit.
+    writer: Writer,
     /// Reads (is this session active? who is this user?) do not wait for a
     /// writer's fsync.
     reader: Arc<Mutex<Store>>,
@@ -51,7 +53,7 @@ impl App {
     /// Loads (or creates) the key and database and opens the security log.
     pub fn open(config: Config) -> Result<App> {
         let keys = LiveKeys::open(&config.key_file(), "softphone-issuer")?;
-        let writer = Store::open(&config.database())?;
+        let writer = Writer::start(Store::open(&config.database())?)?;
         let reader = Store::open_read_only(&config.database())?;
         let scrape_reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
@@ -62,7 +64,7 @@ impl App {
             hasher: Hasher::start(config.login_concurrency)?,
             config: RwLock::new(Arc::new(config)),
             keys,
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
             scrape_reader: Arc::new(Mutex::new(scrape_reader)),
             log,
@@ -144,13 +146,14 @@ impl App {
         Ok(notes)
     }
 
-    /// Runs `f` on the writer connection, off the async threads.
+    /// Runs `f` on the writer connection, off the async threads, and returns
+    /// once what it wrote is on disk ([`crate::group_commit`]).
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
     {
-        run_blocking(Arc::clone(&self.writer), f).await
+        self.writer.write(f).await
     }
 
     /// Runs `f` on the reader connection, off the async threads.

@@ -4,12 +4,20 @@
 //! Writers use `BEGIN IMMEDIATE` for every read-then-write, WAL with
 //! `synchronous=FULL` so a commit that returned is on disk, and bump the
 //! [`Epoch`] after each committed revocation so verifiers notice at once.
+//!
+//! A writer may also run many writes as one batch ([`Store::begin_batch`],
+//! [`Store::in_batch`], [`Store::end_batch`]): one transaction and one fsync
+//! for all of them, each write in a savepoint of its own so a failing one
+//! changes nothing, and the epoch bumped once after the commit. Nothing a
+//! write returns may be acted on before [`Store::end_batch`] succeeded.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params,
+};
 
 use crate::epoch::Epoch;
 use crate::{Error, Result};
@@ -95,9 +103,33 @@ const MIGRATIONS: &[&str] = &[
     // the counts it compares, come from one index without touching the table:
     // at a million sessions the expiry index alone cost a lookup in the table
     // per row (3.4 s for the counts, against 0.1 s from this index).
+    //
+    // Also: deleting a session that expired over an hour ago (what the purge
+    // deletes) is news to nobody, since every verifier forgot it at expiry +
+    // leeway (at most 300 s): it leaves no tombstone and takes no number, so
+    // purging a million sessions does not make verifiers read a million
+    // tombstones. (The hour is `FORGOTTEN_AFTER`.)
     "CREATE INDEX sessions_live ON sessions (expires, revoked_seq);
-    DROP INDEX sessions_expires;",
+    DROP INDEX sessions_expires;
+    DROP TRIGGER sessions_seq_delete;
+    CREATE TRIGGER sessions_seq_delete AFTER DELETE ON sessions
+    WHEN OLD.expires >= CAST(strftime('%s', 'now') AS INTEGER) - 3600
+    BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq';
+        INSERT INTO session_deletions (seq, sid, at)
+        SELECT value, OLD.sid, CAST(strftime('%s', 'now') AS INTEGER) FROM meta
+         WHERE key = 'revoke_seq';
+    END;",
 ];
+
+/// How long after its expiry a session is forgotten by every verifier (whose
+/// leeway is at most 300 s), and may be purged: its deletion leaves no
+/// tombstone (migration 4 writes this number into its trigger).
+pub const FORGOTTEN_AFTER: i64 = 3600;
+
+/// Sessions one purge deletes at most: one write of a batch, so a purge of a
+/// million sessions never holds the writer for long.
+pub const PURGE_BATCH: usize = 1000;
 
 /// How long a deletion's tombstone is kept: a running verifier reads it within
 /// a second; one that falls further behind re-reads everything anyway.
@@ -253,6 +285,35 @@ pub struct Store {
     path: PathBuf,
     /// Writers ring it after each commit; read-only stores have none.
     epoch: Option<Epoch>,
+    /// In a batch: a write asked for the epoch to be bumped at its commit.
+    bump_at_commit: bool,
+}
+
+/// One write's transaction: its own (`BEGIN IMMEDIATE`), or in a batch a
+/// savepoint of the batch's.
+enum Write<'c> {
+    Alone(Transaction<'c>),
+    InBatch(Savepoint<'c>),
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Write::Alone(tx) => tx,
+            Write::InBatch(sp) => sp,
+        }
+    }
+}
+
+impl Write<'_> {
+    fn commit(self) -> Result<()> {
+        match self {
+            Write::Alone(tx) => tx.commit()?,
+            Write::InBatch(sp) => sp.commit()?,
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -287,6 +348,7 @@ impl Store {
             epoch: Some(Epoch::open(&Epoch::path_for(path))?),
             conn,
             path: path.to_path_buf(),
+            bump_at_commit: false,
         };
         store.migrate()?;
         Ok(store)
@@ -308,6 +370,7 @@ impl Store {
             epoch: None,
             conn,
             path: path.to_path_buf(),
+            bump_at_commit: false,
         };
         let version = store.schema_version()?;
         if version != MIGRATIONS.len() as i64 {
@@ -332,19 +395,76 @@ impl Store {
     /// Takes the write lock as every write does and lets it go at once, writing
     /// nothing (so nothing to sync): the issuer's watchdog calls this before
     /// each ping. Waits at most the busy timeout for another process's lock.
+    /// (In a batch, the batch holds the lock already.)
     pub fn take_write_lock(&mut self) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.commit()?;
+        self.write()?.commit()
+    }
+
+    /// Rings the doorbell after a commit (in a batch: after the batch's).
+    fn bump(&mut self) {
+        if self.batching() {
+            self.bump_at_commit = true;
+        } else if let Some(epoch) = &self.epoch {
+            epoch.bump();
+        }
+    }
+
+    fn batching(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Opens a write: a transaction of its own, or a savepoint in a batch.
+    fn write(&mut self) -> Result<Write<'_>> {
+        Ok(if self.batching() {
+            Write::InBatch(self.conn.savepoint()?)
+        } else {
+            Write::Alone(
+                self.conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            )
+        })
+    }
+
+    /// Starts a batch: takes the write lock (`BEGIN IMMEDIATE`).
+    pub fn begin_batch(&mut self) -> Result<()> {
+        self.bump_at_commit = false;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
     }
 
-    /// Rings the doorbell after a commit.
-    fn bump(&self) {
-        if let Some(epoch) = &self.epoch {
-            epoch.bump();
+    /// Runs one write of the batch in a savepoint of its own: when `write`
+    /// says it failed, everything it did is undone and the batch goes on.
+    pub fn in_batch<T>(&mut self, write: impl FnOnce(&mut Store) -> (bool, T)) -> Result<T> {
+        self.conn.execute_batch("SAVEPOINT batch_write")?;
+        let (ok, value) = write(self);
+        if ok {
+            self.conn.execute_batch("RELEASE batch_write")?;
+        } else {
+            self.conn
+                .execute_batch("ROLLBACK TO batch_write; RELEASE batch_write")?;
         }
+        Ok(value)
+    }
+
+    /// Rolls the batch back.
+    pub fn abort_batch(&mut self) {
+        if self.batching() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.bump_at_commit = false;
+    }
+
+    /// Commits the batch durably (one fsync), then bumps the epoch if any of
+    /// its writes asked to. On failure everything in it is rolled back.
+    pub fn end_batch(&mut self) -> Result<()> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.abort_batch();
+            return Err(e.into());
+        }
+        if std::mem::take(&mut self.bump_at_commit) {
+            self.bump();
+        }
+        Ok(())
     }
 
     fn schema_version(&self) -> Result<i64> {
@@ -382,9 +502,7 @@ impl Store {
     /// active sessions beyond `max_per_user` (the new one counts and is never
     /// the one revoked). Returns how many were revoked.
     pub fn create_session(&mut self, s: &NewSession<'_>, max_per_user: usize) -> Result<Created> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         if let Some(hash) = s.password_hash {
             let unchanged: bool = tx
                 .prepare_cached(
@@ -481,9 +599,7 @@ impl Store {
         new_expires: i64,
         now: i64,
     ) -> Result<Rotation> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         let row: Option<(String, Option<String>, bool)> = tx
             .query_row(
                 "SELECT refresh_cur, refresh_prev, revoked_seq IS NOT NULL FROM sessions WHERE sid = ?1",
@@ -581,9 +697,7 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         let changed = revoke_in(&tx, filter, values, reason, now)?;
         tx.commit()?;
         if changed > 0 {
@@ -617,15 +731,16 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes sessions that expired more than `grace` seconds ago. Their tokens
-    /// are dead by `exp`, so nobody needs the rows any more. Old tombstones go too.
-    pub fn purge_expired(&mut self, now: i64, grace: i64) -> Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// Deletes up to [`PURGE_BATCH`] sessions that expired more than
+    /// [`FORGOTTEN_AFTER`] seconds ago (their tokens are dead, every verifier
+    /// forgot them), and old tombstones; returns how many sessions it
+    /// deleted. Call it again while it returns [`PURGE_BATCH`].
+    pub fn purge_expired(&mut self, now: i64) -> Result<usize> {
+        let tx = self.write()?;
         let purged = tx.execute(
-            "DELETE FROM sessions WHERE expires < ?1",
-            [now.saturating_sub(grace)],
+            "DELETE FROM sessions WHERE sid IN (
+                SELECT sid FROM sessions INDEXED BY sessions_live WHERE expires < ?1 LIMIT ?2)",
+            params![now.saturating_sub(FORGOTTEN_AFTER), PURGE_BATCH as i64],
         )?;
         tx.execute(
             "DELETE FROM session_deletions WHERE at < ?1",
@@ -789,9 +904,7 @@ impl Store {
         old_tags: &[String],
         new_tag: &str,
     ) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         let replaced = tx.execute(
             "UPDATE users SET password_hash = ?3 WHERE username = ?1 AND password_hash = ?2",
             params![username, old_hash, new_hash],
@@ -838,9 +951,7 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         if tx.execute(sql, values)? == 0 {
             return Err(Error::NotFound(format!("user {username}")));
         }
@@ -865,7 +976,7 @@ fn at(path: &Path, e: Error) -> Error {
 }
 
 /// Takes the next number of the change sequence.
-fn next_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64> {
+fn next_seq(tx: &Connection) -> Result<i64> {
     Ok(tx.query_row(
         "UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq' RETURNING value",
         [],
@@ -876,7 +987,7 @@ fn next_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64> {
 /// Marks the matching active sessions revoked under one new sequence number.
 /// `filter` names its `values` as ?4, ?5, … (?1 to ?3 are taken).
 fn revoke_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     filter: &str,
     values: &[&str],
     reason: RevokeReason,
@@ -938,6 +1049,140 @@ mod tests {
     use softphone_testkit::TestDir;
 
     use super::*;
+
+    fn session(sid: &str, expires: i64) -> NewSession<'_> {
+        NewSession {
+            sid,
+            user_id: 1,
+            username: "201",
+            role: "user",
+            cred_tag: "t",
+            created: expires - 3600,
+            expires,
+            refresh_jti: "r",
+            password_hash: None,
+        }
+    }
+
+    /// Writes in a batch share one commit: one that fails is undone alone,
+    /// nothing is visible to another connection (a verifier) before the
+    /// commit, and the epoch rings once, after it.
+    #[test]
+    fn a_batch_commits_its_writes_together_and_undoes_a_failing_one() {
+        let dir = TestDir::new("store-batch");
+        let path = dir.path().join("softphone.db");
+        let mut store = Store::open(&path).unwrap();
+        let other = Store::open_read_only(&path).unwrap();
+        let epoch = Epoch::open(&Epoch::path_for(&path)).unwrap();
+        let now = 1_800_000_000;
+        let before = epoch.load();
+        store.begin_batch().unwrap();
+        for sid in ["b1", "b2"] {
+            let created = store
+                .in_batch(|s| {
+                    let r = s.create_session(&session(sid, now + 3600), usize::MAX);
+                    (r.is_ok(), r)
+                })
+                .unwrap();
+            assert_eq!(created.unwrap(), Created::Session { revoked: 0 });
+        }
+        // The same id again fails, after it wrote a change number: undone.
+        let failed = store
+            .in_batch(|s| {
+                let r = s.create_session(&session("b1", now + 3600), usize::MAX);
+                (r.is_ok(), r)
+            })
+            .unwrap();
+        assert!(failed.is_err());
+        let revoked = store
+            .in_batch(|s| {
+                let r = s.revoke_session("b2", RevokeReason::Logout, now);
+                (r.is_ok(), r)
+            })
+            .unwrap();
+        assert!(revoked.unwrap());
+        assert_eq!(
+            other.session_revoked("b1").unwrap(),
+            None,
+            "not committed yet"
+        );
+        assert_eq!(epoch.load(), before, "no bell before the commit");
+        store.end_batch().unwrap();
+        assert_eq!(epoch.load(), before + 1, "one bell for the batch");
+        assert_eq!(other.session_revoked("b1").unwrap(), Some(false));
+        assert_eq!(other.session_revoked("b2").unwrap(), Some(true));
+        let seqs = other
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'revoke_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
+        assert_eq!(
+            seqs, 3,
+            "two sessions and a revocation: the failed write took none"
+        );
+        // Outside a batch, writes commit on their own as before.
+        store.take_write_lock().unwrap();
+        store
+            .create_session(&session("b3", now + 3600), usize::MAX)
+            .unwrap();
+        assert_eq!(epoch.load(), before + 2);
+    }
+
+    /// The purge deletes in bounded steps, only sessions every verifier has
+    /// forgotten, and leaves no tombstone for them: a verifier reads none of
+    /// a mass purge. A session deleted sooner still leaves one.
+    #[test]
+    fn the_purge_takes_bounded_steps_and_leaves_no_tombstones() {
+        let dir = TestDir::new("store-purge");
+        let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
+        // The trigger reads the wall clock: so must the test.
+        let now = crate::unix_now();
+        let old = PURGE_BATCH + 10;
+        for i in 0..old {
+            store
+                .create_session(
+                    &session(&format!("old{i}"), now - FORGOTTEN_AFTER - 1),
+                    usize::MAX,
+                )
+                .unwrap();
+        }
+        store
+            .create_session(&session("recent", now - 10), usize::MAX)
+            .unwrap();
+        store
+            .create_session(&session("live", now + 3600), usize::MAX)
+            .unwrap();
+        assert_eq!(store.purge_expired(now).unwrap(), PURGE_BATCH);
+        assert_eq!(store.purge_expired(now).unwrap(), 10);
+        assert_eq!(store.purge_expired(now).unwrap(), 0);
+        let left: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 2, "the recently expired and the live one stay");
+        let changes = store.session_changes(-1, None).unwrap();
+        assert!(
+            changes.deleted.is_empty(),
+            "{:?}",
+            &changes.deleted[..3.min(changes.deleted.len())]
+        );
+        // Deleting a session that has not been forgotten yet is news.
+        let tx = store.conn.unchecked_transaction().unwrap();
+        tx.execute("DELETE FROM sessions WHERE sid = 'recent'", [])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            store.session_changes(-1, None).unwrap().deleted,
+            vec!["recent".to_owned()]
+        );
+    }
+
+    /// Migration 4's trigger names the same hour as [`FORGOTTEN_AFTER`].
+    #[test]
+    fn the_deletion_trigger_forgets_what_the_purge_deletes() {
+        assert!(MIGRATIONS[3].contains(&format!("AS INTEGER) - {FORGOTTEN_AFTER}\n")));
+    }
 
     /// The issuer's metrics index counters by reason.
     #[test]

@@ -1,0 +1,140 @@
+//! Group commit: every write of the issuer goes through one thread that owns
+//! the writer connection and commits the writes waiting at that moment
+//! together, in one transaction and one fsync ([`Store::begin_batch`]).
+//!
+//! A write's answer is handed back only after its batch's commit returned, so
+//! a 200 still means "on disk": the guarantee of one commit per write, at the
+//! cost of one fsync per batch. Nothing waits to fill a batch: while one batch
+//! is being synced the next one queues up, so a lone write costs what it
+//! always did and 64 concurrent refreshes share a few fsyncs.
+//!
+//! Each write runs in a savepoint of its own: one that fails is undone and
+//! answered with its error, the others commit.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+
+use softphone_shared::store::Store;
+use tokio::sync::oneshot;
+
+use crate::{ApiError, Result};
+
+/// Most writes in one batch: bounds how long the first of them waits for the
+/// last (a refresh's write takes some 50 µs).
+const MAX_BATCH: usize = 256;
+/// Writes that may wait for the thread; more wait in `write` itself, which
+/// keeps the async threads free (the send is on the blocking pool).
+const QUEUE: usize = 4096;
+
+/// Hands the result of a write to its caller once the batch is decided:
+/// `true` when it committed.
+type Deliver = Box<dyn FnOnce(bool) + Send>;
+/// A write: runs on the thread, says whether it succeeded, and how to answer.
+type Job = Box<dyn FnOnce(&mut Store) -> (bool, Deliver) + Send>;
+
+/// The handle requests write through.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: SyncSender<Job>,
+}
+
+impl Writer {
+    /// Starts the thread that owns `store`. It ends when every handle is gone.
+    pub fn start(store: Store) -> std::io::Result<Writer> {
+        let (jobs, queue) = mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || run(store, queue))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `f` on the writer connection in the next batch, and returns its
+    /// result once the batch is on disk. A database error is logged and
+    /// becomes a 500, as on the blocking pool.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let result = f(store);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |committed| {
+                let _ = answer.send(match result {
+                    Ok(value) if committed => Ok(value),
+                    // The commit failed: the thread reported why.
+                    Ok(_) => Err(ApiError::Internal),
+                    Err(e) => Err(internal(&e)),
+                });
+            });
+            (ok, deliver)
+        });
+        let jobs = self.jobs.clone();
+        // A full queue blocks the sender: do that off the async threads.
+        let sent = tokio::task::spawn_blocking(move || jobs.send(job).is_ok())
+            .await
+            .unwrap_or(false);
+        if !sent {
+            eprintln!("softphone-issuer: the writer thread is gone");
+            return Err(ApiError::Internal);
+        }
+        answered.await.unwrap_or(Err(ApiError::Internal))
+    }
+}
+
+/// Database messages name tables and constraints, never values.
+fn internal(e: &softphone_shared::Error) -> ApiError {
+    eprintln!("softphone-issuer: {e}");
+    ApiError::Internal
+}
+
+fn run(mut store: Store, queue: Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut delivers: Vec<Deliver> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if let Err(e) = store.begin_batch() {
+            // Another process holds the lock past the busy timeout: these
+            // writes are answered 500 (their senders see the job dropped).
+            eprintln!("softphone-issuer: cannot start a write: {e}");
+            batch.clear();
+            continue;
+        }
+        let mut broken = false;
+        for job in batch.drain(..) {
+            if broken {
+                continue; // dropped unrun: its caller gets a 500
+            }
+            match store.in_batch(job) {
+                Ok(deliver) => delivers.push(deliver),
+                Err(e) => {
+                    // The savepoint itself failed: the transaction is in an
+                    // unknown state, so nothing of it may be committed.
+                    eprintln!("softphone-issuer: a write of a batch failed: {e}");
+                    broken = true;
+                }
+            }
+        }
+        let committed = if broken {
+            store.abort_batch();
+            false
+        } else {
+            match store.end_batch() {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("softphone-issuer: a batch of writes was not committed: {e}");
+                    false
+                }
+            }
+        };
+        for deliver in delivers.drain(..) {
+            deliver(committed);
+        }
+    }
+}
