@@ -11,7 +11,7 @@
 //! Each write runs in a savepoint of its own: one that fails is undone and
 //! answered with its error, the others commit.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 
 use softphone_shared::store::Store;
 use tokio::sync::oneshot;
@@ -21,8 +21,8 @@ use crate::{ApiError, Result};
 /// Most writes in one batch: bounds how long the first of them waits for the
 /// last (a refresh's write takes some 50 µs).
 const MAX_BATCH: usize = 256;
-/// Writes that may wait for the thread; more wait in `write` itself, which
-/// keeps the async threads free (the send is on the blocking pool).
+/// Writes that may wait for the thread; more wait in `write` itself, on the
+/// blocking pool, so the async threads stay free.
 const QUEUE: usize = 4096;
 
 /// Hands the result of a write to its caller once the batch is decided:
@@ -69,11 +69,17 @@ impl Writer {
             });
             (ok, deliver)
         });
-        let jobs = self.jobs.clone();
-        // A full queue blocks the sender: do that off the async threads.
-        let sent = tokio::task::spawn_blocking(move || jobs.send(job).is_ok())
-            .await
-            .unwrap_or(false);
+        let sent = match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            // A full queue blocks the sender: wait off the async threads.
+            Err(TrySendError::Full(job)) => {
+                let jobs = self.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+        };
         if !sent {
             eprintln!("softphone-issuer: the writer thread is gone");
             return Err(ApiError::Internal);

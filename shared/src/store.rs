@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params,
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
 use crate::epoch::Epoch;
@@ -293,7 +293,7 @@ pub struct Store {
 /// savepoint of the batch's.
 enum Write<'c> {
     Alone(Transaction<'c>),
-    InBatch(Savepoint<'c>),
+    InBatch(Nested<'c>),
 }
 
 impl std::ops::Deref for Write<'_> {
@@ -301,7 +301,7 @@ impl std::ops::Deref for Write<'_> {
     fn deref(&self) -> &Connection {
         match self {
             Write::Alone(tx) => tx,
-            Write::InBatch(sp) => sp,
+            Write::InBatch(nested) => nested.conn,
         }
     }
 }
@@ -310,9 +310,43 @@ impl Write<'_> {
     fn commit(self) -> Result<()> {
         match self {
             Write::Alone(tx) => tx.commit()?,
-            Write::InBatch(sp) => sp.commit()?,
+            Write::InBatch(nested) => nested.release()?,
         }
         Ok(())
+    }
+}
+
+/// A savepoint whose statements are parsed once per connection (rusqlite's
+/// parses its own at each use, which a batch of hundreds of writes feels);
+/// dropped without [`Nested::release`], it undoes what was written in it.
+struct Nested<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Nested<'c> {
+    fn begin(conn: &'c Connection) -> Result<Nested<'c>> {
+        conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        Ok(Nested { conn, open: true })
+    }
+
+    fn release(mut self) -> Result<()> {
+        self.open = false;
+        self.conn.prepare_cached("RELEASE write")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl Drop for Nested<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            for sql in ["ROLLBACK TO write", "RELEASE write"] {
+                let _ = self
+                    .conn
+                    .prepare_cached(sql)
+                    .and_then(|mut s| s.execute([]));
+            }
+        }
     }
 }
 
@@ -416,7 +450,7 @@ impl Store {
     /// Opens a write: a transaction of its own, or a savepoint in a batch.
     fn write(&mut self) -> Result<Write<'_>> {
         Ok(if self.batching() {
-            Write::InBatch(self.conn.savepoint()?)
+            Write::InBatch(Nested::begin(&self.conn)?)
         } else {
             Write::Alone(
                 self.conn
@@ -428,21 +462,19 @@ impl Store {
     /// Starts a batch: takes the write lock (`BEGIN IMMEDIATE`).
     pub fn begin_batch(&mut self) -> Result<()> {
         self.bump_at_commit = false;
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.run_cached("BEGIN IMMEDIATE")?;
         Ok(())
     }
 
     /// Runs one write of the batch in a savepoint of its own: when `write`
     /// says it failed, everything it did is undone and the batch goes on.
     pub fn in_batch<T>(&mut self, write: impl FnOnce(&mut Store) -> (bool, T)) -> Result<T> {
-        self.conn.execute_batch("SAVEPOINT batch_write")?;
+        self.run_cached("SAVEPOINT batch_write")?;
         let (ok, value) = write(self);
-        if ok {
-            self.conn.execute_batch("RELEASE batch_write")?;
-        } else {
-            self.conn
-                .execute_batch("ROLLBACK TO batch_write; RELEASE batch_write")?;
+        if !ok {
+            self.run_cached("ROLLBACK TO batch_write")?;
         }
+        self.run_cached("RELEASE batch_write")?;
         Ok(value)
     }
 
@@ -454,12 +486,18 @@ impl Store {
         self.bump_at_commit = false;
     }
 
+    /// Runs a statement without parameters, parsed once per connection.
+    fn run_cached(&self, sql: &str) -> Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
     /// Commits the batch durably (one fsync), then bumps the epoch if any of
     /// its writes asked to. On failure everything in it is rolled back.
     pub fn end_batch(&mut self) -> Result<()> {
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = self.run_cached("COMMIT") {
             self.abort_batch();
-            return Err(e.into());
+            return Err(e);
         }
         if std::mem::take(&mut self.bump_at_commit) {
             self.bump();
@@ -515,11 +553,11 @@ impl Store {
             }
         }
         let seq = next_seq(&tx)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO sessions (sid, user_id, username, role, cred_tag, created, expires, refresh_cur, change_seq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![s.sid, s.user_id, s.username, s.role, s.cred_tag, s.created, s.expires, s.refresh_jti, seq],
-        )?;
+        )?
+        .execute(params![s.sid, s.user_id, s.username, s.role, s.cred_tag, s.created, s.expires, s.refresh_jti, seq])?;
         // The others the user may keep: the newest, by creation and then by
         // change sequence (logins within one second).
         let keep_others = i64::try_from(max_per_user.saturating_sub(1)).unwrap_or(i64::MAX);
@@ -601,11 +639,10 @@ impl Store {
     ) -> Result<Rotation> {
         let tx = self.write()?;
         let row: Option<(String, Option<String>, bool)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT refresh_cur, refresh_prev, revoked_seq IS NOT NULL FROM sessions WHERE sid = ?1",
-                [sid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            )?
+            .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((current, previous, revoked)) = row else {
             return Ok(Rotation::Invalid);
@@ -616,19 +653,21 @@ impl Store {
         if presented_jti == current {
             // The successor of `previous` is used: `previous` dies, current becomes
             // the one that may still be retried.
-            tx.execute(
+            let seq = next_seq(&tx)?;
+            tx.prepare_cached(
                 "UPDATE sessions SET refresh_prev = refresh_cur, refresh_cur = ?2,
                         generation = generation + 1, expires = MAX(expires, ?3), change_seq = ?4
                  WHERE sid = ?1",
-                params![sid, new_jti, new_expires, next_seq(&tx)?],
-            )?;
+            )?
+            .execute(params![sid, new_jti, new_expires, seq])?;
         } else if previous.as_deref() == Some(presented_jti) {
             // The app lost our last answer and retries: replace the unused successor.
-            tx.execute(
+            let seq = next_seq(&tx)?;
+            tx.prepare_cached(
                 "UPDATE sessions SET refresh_cur = ?2, expires = MAX(expires, ?3), change_seq = ?4
                  WHERE sid = ?1",
-                params![sid, new_jti, new_expires, next_seq(&tx)?],
-            )?;
+            )?
+            .execute(params![sid, new_jti, new_expires, seq])?;
         } else {
             revoke_in(&tx, "sid = ?4", &[sid], RevokeReason::RefreshReuse, now)?;
             tx.commit()?;
@@ -647,10 +686,9 @@ impl Store {
     /// Replaces a session's credential fingerprint (made again with the current
     /// key after a key rotation).
     pub fn set_cred_tag(&mut self, sid: &str, cred_tag: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE sessions SET cred_tag = ?2 WHERE sid = ?1",
-            params![sid, cred_tag],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE sessions SET cred_tag = ?2 WHERE sid = ?1")?
+            .execute(params![sid, cred_tag])?;
         Ok(())
     }
 
@@ -977,11 +1015,11 @@ fn at(path: &Path, e: Error) -> Error {
 
 /// Takes the next number of the change sequence.
 fn next_seq(tx: &Connection) -> Result<i64> {
-    Ok(tx.query_row(
-        "UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(tx
+        .prepare_cached(
+            "UPDATE meta SET value = value + 1 WHERE key = 'revoke_seq' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Marks the matching active sessions revoked under one new sequence number.
@@ -1001,7 +1039,7 @@ fn revoke_in(
     let reason = reason.as_str();
     let mut all: Vec<&dyn rusqlite::ToSql> = vec![&seq, &now, &reason];
     all.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-    Ok(tx.execute(&sql, all.as_slice())?)
+    Ok(tx.prepare_cached(&sql)?.execute(all.as_slice())?)
 }
 
 const SESSION_COLUMNS: &str =
