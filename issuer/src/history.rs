@@ -94,7 +94,10 @@ mod tests {
             "2024-01-15"
         );
         assert_eq!(
-            date_of("x=1&date=2024-01-15&y").unwrap().unwrap().to_string(),
+            date_of("x=1&date=2024-01-15&y")
+                .unwrap()
+                .unwrap()
+                .to_string(),
             "2024-01-15"
         );
         for bad in [

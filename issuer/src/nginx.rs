@@ -452,16 +452,19 @@ mod tests {
     /// from the configured directory.
     #[test]
     fn recordings_are_served_where_history_links_to() {
-        let location = format!(
-            "location ^~ {} {{",
-            softphone_shared::paths::RECORDINGS
-        );
+        let location = format!("location ^~ {} {{", softphone_shared::paths::RECORDINGS);
         assert!(LOCATIONS.contains(&location), "{location}");
         assert!(LOCATIONS.contains("alias {{recordings}}/;"));
         let dir = softphone_testkit::TestDir::new("nginx-recordings");
         let env = std::collections::HashMap::from([
-            ("SOFTPHONE_DATA".to_owned(), dir.path().display().to_string()),
-            ("SOFTPHONE_RECORDINGS_DIR".to_owned(), "/srv/calls".to_owned()),
+            (
+                "SOFTPHONE_DATA".to_owned(),
+                dir.path().display().to_string(),
+            ),
+            (
+                "SOFTPHONE_RECORDINGS_DIR".to_owned(),
+                "/srv/calls".to_owned(),
+            ),
         ]);
         let config = Config::load_with_env(None, &env).unwrap();
         let text = render(Form::Locations, &Params::new(&config)).unwrap();

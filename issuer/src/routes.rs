@@ -17,8 +17,8 @@ use warp::{Filter, Rejection, Reply, Stream};
 use crate::ApiError;
 use crate::error::recover;
 use crate::handlers::{self, Meta};
-use crate::{directory, history};
 use crate::state::App;
+use crate::{directory, history};
 
 /// Where Prometheus scrapes the issuer: at the root, outside [`API_BASE`],
 /// the only prefix the rendered nginx passes to the issuer.
@@ -235,9 +235,7 @@ where
 
 /// The request's query string as sent (none: empty).
 fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// Client address and the headers the handlers read. Header values are taken raw,

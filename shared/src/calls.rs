@@ -38,7 +38,9 @@ impl Day {
         let year = i32::try_from(digits(0..4)?).ok().filter(|y| *y >= 1)?;
         let month = time::Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
         let day = u8::try_from(digits(8..10)?).ok()?;
-        time::Date::from_calendar_date(year, month, day).ok().map(Day)
+        time::Date::from_calendar_date(year, month, day)
+            .ok()
+            .map(Day)
     }
 
     /// Today in this host's local time (`TZ`, else `/etc/localtime`), as SQLite
@@ -226,9 +228,24 @@ mod tests {
         assert_eq!(Day::parse("9999-12-31").unwrap().end(), "9999-12-31:");
         assert_eq!(Day::parse("0001-01-01").unwrap().to_string(), "0001-01-01");
         for bad in [
-            "", "2024-1-15", "2024-01-5", "24-01-15", "2023-02-29", "2024-13-01", "2024-00-10",
-            "2024-01-00", "2024-01-32", "0000-01-01", "+024-01-15", "2024-01-15 ", " 2024-01-15",
-            "2024/01/15", "2024-01-15T00", "２０２４-01-15", "2024-0a-15", "2024--1-15",
+            "",
+            "2024-1-15",
+            "2024-01-5",
+            "24-01-15",
+            "2023-02-29",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-00",
+            "2024-01-32",
+            "0000-01-01",
+            "+024-01-15",
+            "2024-01-15 ",
+            " 2024-01-15",
+            "2024/01/15",
+            "2024-01-15T00",
+            "２０２４-01-15",
+            "2024-0a-15",
+            "2024--1-15",
         ] {
             assert_eq!(Day::parse(bad), None, "{bad:?}");
         }

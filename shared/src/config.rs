@@ -424,7 +424,10 @@ impl Layers {
 
 /// A code a phone can dial: digits, `*` and `#`.
 fn valid_feature_code(code: &str) -> bool {
-    (1..=16).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+    (1..=16).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
 }
 
 /// The key of the `key = value` line around byte `at` (at most 40 characters).

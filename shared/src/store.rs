@@ -750,9 +750,9 @@ impl Store {
     /// Enabled users with their display names: the `builtin` directory, in
     /// [`crate::users::sort_directory`]'s order.
     pub fn directory(&self) -> Result<Vec<DirectoryEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, username, display_name FROM users WHERE disabled = 0",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, username, display_name FROM users WHERE disabled = 0")?;
         let mut entries = stmt
             .query_map([], |r| {
                 Ok(DirectoryEntry {

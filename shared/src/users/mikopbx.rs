@@ -191,7 +191,10 @@ impl PbxDatabase {
                                'PBXFeatureBlindTransfer')",
             )?;
             for row in stmt.query_map([], |r| {
-                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
             })? {
                 let (Some(key), Some(value)) = row? else {
                     continue;
