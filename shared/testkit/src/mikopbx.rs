@@ -19,7 +19,9 @@ pub struct Peer<'a> {
 
 /// Creates the tables (as MikoPBX declares them: mostly untyped text columns).
 pub fn create(path: &Path, peers: &[Peer<'_>]) {
-    let conn = Connection::open(path).unwrap();
+    let mut conn = Connection::open(path).unwrap();
+    // One transaction: thousands of peers (the bench's directory) in one commit.
+    let conn = conn.transaction().unwrap();
     conn.execute_batch(
         "CREATE TABLE m_Users (id INTEGER PRIMARY KEY AUTOINCREMENT, email VARCHAR(255), username VARCHAR(100), avatar TEXT);
          CREATE TABLE m_Extensions (id INTEGER PRIMARY KEY AUTOINCREMENT, number VARCHAR(255), type VARCHAR(255),
@@ -64,6 +66,7 @@ pub fn create(path: &Path, peers: &[Peer<'_>]) {
         )
         .unwrap();
     }
+    conn.commit().unwrap();
 }
 
 /// Adds `count` tables unrelated to logins, so that opening the file parses a
@@ -134,9 +137,23 @@ pub fn create_cdr(path: &Path) {
 
 /// Appends call records in one transaction; returns their ids.
 pub fn insert_calls(path: &Path, calls: &[Cdr<'_>]) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(calls.len());
+    insert_generated(path, calls.len(), |i, sink| {
+        ids.push(sink(calls[i].clone()))
+    });
+    ids
+}
+
+/// Appends `count` generated call records in one transaction: `make(i, sink)`
+/// hands record `i` to `sink`, which stores it and returns its id (so a
+/// million records need not be held at once).
+pub fn insert_generated(
+    path: &Path,
+    count: usize,
+    mut make: impl FnMut(usize, &mut dyn FnMut(Cdr<'_>) -> i64),
+) {
     let mut conn = Connection::open(path).unwrap();
     let tx = conn.transaction().unwrap();
-    let mut ids = Vec::with_capacity(calls.len());
     {
         let mut stmt = tx
             .prepare(
@@ -147,25 +164,27 @@ pub fn insert_calls(path: &Path, calls: &[Cdr<'_>]) -> Vec<i64> {
                      ?6 || '.' || ?12, ?6, ?7, ?8, ?9, '0', ?10, ?11, '1', '0')",
             )
             .unwrap();
-        for (i, c) in calls.iter().enumerate() {
-            stmt.execute(rusqlite::params![
-                c.start,
-                c.answer,
-                c.endtime,
-                c.src_num,
-                c.dst_num,
-                c.linkedid,
-                c.disposition,
-                c.recordingfile,
-                c.transfer,
-                c.duration,
-                c.billsec,
-                i as i64
-            ])
-            .unwrap();
-            ids.push(tx.last_insert_rowid());
+        for i in 0..count {
+            let mut sink = |c: Cdr<'_>| {
+                stmt.execute(rusqlite::params![
+                    c.start,
+                    c.answer,
+                    c.endtime,
+                    c.src_num,
+                    c.dst_num,
+                    c.linkedid,
+                    c.disposition,
+                    c.recordingfile,
+                    c.transfer,
+                    c.duration,
+                    c.billsec,
+                    i as i64
+                ])
+                .unwrap();
+                tx.last_insert_rowid()
+            };
+            make(i, &mut sink);
         }
     }
     tx.commit().unwrap();
-    ids
 }

@@ -130,8 +130,15 @@ fn the_seed_user_lists_the_directory_reads_its_history_and_plays_its_recordings(
     assert_eq!(again.status, 304, "{}", again.text());
     assert!(again.body.is_empty());
     assert_eq!(again.header("ETag"), Some(etag.as_str()));
-    let r = get(&nginx, &format!("{BASE}/users"), &[("If-None-Match", &etag)]);
-    assert_eq!((r.status, r.error()), (401, "Unauthorized. Token required".to_owned()));
+    let r = get(
+        &nginx,
+        &format!("{BASE}/users"),
+        &[("If-None-Match", &etag)],
+    );
+    assert_eq!(
+        (r.status, r.error()),
+        (401, "Unauthorized. Token required".to_owned())
+    );
 
     let features = get(&nginx, &format!("{BASE}/features"), &auth);
     assert_eq!(features.status, 200, "{}", features.text());
@@ -146,7 +153,10 @@ fn the_seed_user_lists_the_directory_reads_its_history_and_plays_its_recordings(
     assert_eq!(ids, [5, 4, 2, 1]);
     // 10:00 in UTC+3 is 07:00 UTC.
     assert_eq!(list[3]["start"], 1_705_302_000);
-    let links: Vec<&str> = list.iter().filter_map(|c| c["recording"].as_str()).collect();
+    let links: Vec<&str> = list
+        .iter()
+        .filter_map(|c| c["recording"].as_str())
+        .collect();
     assert_eq!(
         links,
         [
@@ -171,7 +181,10 @@ fn the_seed_user_lists_the_directory_reads_its_history_and_plays_its_recordings(
         let r = get(&nginx, link, &[]);
         assert_eq!(r.status, 401, "{link}");
         assert_eq!(r.json()["success"], false);
-        assert_eq!(get(&nginx, &format!("{link}?token={refresh}"), &[]).status, 403);
+        assert_eq!(
+            get(&nginx, &format!("{link}?token={refresh}"), &[]).status,
+            403
+        );
     }
 
     // Nothing outside the directory, however the path is spelled.
@@ -205,7 +218,10 @@ fn the_seed_user_lists_the_directory_reads_its_history_and_plays_its_recordings(
     assert_eq!(ids, [3, 1]);
     assert!(!theirs.text().contains("in-201.mp3"));
     let bad = get(&nginx, &format!("{BASE}/history?date=15-01-2024"), &auth);
-    assert_eq!((bad.status, bad.error()), (400, "Invalid date. Expected YYYY-MM-DD".to_owned()));
+    assert_eq!(
+        (bad.status, bad.error()),
+        (400, "Invalid date. Expected YYYY-MM-DD".to_owned())
+    );
 
     assert_no_secrets(&d, &nginx, &[&access, &refresh, &access202]);
 }
