@@ -14,9 +14,9 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::Result;
 use crate::recordings::Recordings;
 use crate::users::mikopbx::PbxDatabase;
-use crate::{Error, Result};
 
 /// A calendar day, `YYYY-MM-DD`, years 0001 to 9999.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,14 +45,18 @@ impl Day {
 
     /// Today in this host's local time (`TZ`, else `/etc/localtime`), as SQLite
     /// reckons it on `conn`: on a PBX, the time MikoPBX writes its records in.
-    pub fn today(conn: &Connection) -> Result<Day> {
-        let text: String = conn.query_row("SELECT date('now', 'localtime')", [], |r| r.get(0))?;
-        Day::parse(&text).ok_or_else(|| Error::Invalid(format!("local date {text:?}")))
+    pub fn today(conn: &Connection) -> rusqlite::Result<Day> {
+        conn.query_row("SELECT date('now', 'localtime')", [], |r| {
+            let text: String = r.get(0)?;
+            Day::parse(&text).ok_or_else(|| {
+                rusqlite::Error::InvalidColumnType(0, "date".into(), rusqlite::types::Type::Text)
+            })
+        })
     }
 
     /// As [`Day::today`], without a database of our own at hand.
     pub fn today_here() -> Result<Day> {
-        Day::today(&Connection::open_in_memory()?)
+        Ok(Day::today(&Connection::open_in_memory()?)?)
     }
 
     /// The day after (the range's end); 9999-12-31 has none and ends at `:`,
@@ -154,7 +158,7 @@ pub fn history(
     let (day, mut rows) = db.read(|conn| {
         let day = match day {
             Some(day) => day,
-            None => Day::today(conn).map_err(|_| rusqlite::Error::InvalidQuery)?,
+            None => Day::today(conn)?,
         };
         let rows = query(conn, extension, day, limit)?;
         Ok((day, rows))

@@ -4,22 +4,29 @@
 //!
 //! The call records are not ours: whatever `recordingfile` says (`..`, a
 //! symlink out, another directory, a NUL byte, a relative path), a link is made
-//! only for a regular file whose real path lies under the real path of the
-//! directory, at the same relative path nginx's `alias` resolves.
+//! only for a regular file (not a symlink) whose directory's real path lies
+//! under the real path of the recordings directory, at the same relative path
+//! nginx's `alias` resolves. A day's recordings share a few directories, so
+//! each directory's real path is resolved once per [`Recordings`], and each
+//! file costs one `lstat`.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::paths::RECORDINGS;
 
-#[derive(Debug, Clone)]
+/// Made for one answer (its directory cache is not shared between threads).
+#[derive(Debug)]
 pub struct Recordings {
     /// As configured: nginx's `alias`, and what stored paths start with.
     root: PathBuf,
     /// Its real path (symlinks resolved) when it exists, to judge where a
     /// file really is.
     real_root: Option<PathBuf>,
+    /// Directories already judged: inside the real root or not.
+    judged: RefCell<Vec<(PathBuf, bool)>>,
 }
 
 impl Recordings {
@@ -27,6 +34,7 @@ impl Recordings {
         Recordings {
             root: root.to_path_buf(),
             real_root: std::fs::canonicalize(root).ok(),
+            judged: RefCell::new(Vec::new()),
         }
     }
 
@@ -47,9 +55,11 @@ impl Recordings {
         {
             return None;
         }
-        // Then on disk: where it really is (a symlink may point anywhere).
-        let real = std::fs::canonicalize(stored).ok()?;
-        if !real.starts_with(real_root) || !std::fs::metadata(&real).ok()?.is_file() {
+        // Then on disk: the file itself a regular file, not a symlink (which
+        // may point anywhere), in a directory that really is inside.
+        if !std::fs::symlink_metadata(stored).ok()?.is_file()
+            || !self.inside(stored.parent()?, real_root)
+        {
             return None;
         }
         let mut url = String::with_capacity(RECORDINGS.len() + relative.as_os_str().len());
@@ -61,6 +71,19 @@ impl Recordings {
             encode(part.as_os_str(), &mut url);
         }
         Some(url)
+    }
+}
+
+impl Recordings {
+    /// Whether `dir`'s real path lies under `real_root`, resolved once.
+    fn inside(&self, dir: &Path, real_root: &Path) -> bool {
+        let mut judged = self.judged.borrow_mut();
+        if let Some((_, inside)) = judged.iter().find(|(d, _)| d == dir) {
+            return *inside;
+        }
+        let inside = std::fs::canonicalize(dir).is_ok_and(|real| real.starts_with(real_root));
+        judged.push((dir.to_path_buf(), inside));
+        inside
     }
 }
 
@@ -96,6 +119,10 @@ mod tests {
         std::fs::write(dir.path().join("secret.txt"), b"s").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), day.join("out.mp3")).unwrap();
         std::os::unix::fs::symlink(&day, root.join("alias")).unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/x.mp3"), b"s").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink(day.join("call-1.mp3"), day.join("same.mp3")).unwrap();
         let r = Recordings::new(&root);
         let at = |rel: &str| format!("{}/{rel}", root.display());
 
@@ -113,6 +140,9 @@ mod tests {
             at("../secret.txt"),
             at("2024/../../secret.txt"),
             at("2024/01/15/10/out.mp3"),
+            at("out/x.mp3"),
+            // A symlink as the file itself, even to a file inside.
+            at("2024/01/15/10/same.mp3"),
             at("2024/01/15/10/missing.mp3"),
             at("2024/01/15/10"),
             at(""),
