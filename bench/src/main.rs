@@ -36,7 +36,8 @@ enum Command {
         /// Pin the servers to CPU 0 and the load generator to CPU 1
         #[arg(long)]
         pin: bool,
-        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, generator),
+        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, mikopbx,
+        /// directory, generator),
         /// comma-separated or repeated
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -46,6 +47,9 @@ enum Command {
         /// Exit non-zero when a request errored or got a wrong answer
         #[arg(long)]
         strict: bool,
+        /// Call records the directory family seeds (history's bound is for 1 000 000)
+        #[arg(long, default_value_t = 1_000_000)]
+        cdr_rows: usize,
     },
     /// Drive one URL with keep-alive load and print req/s and latency percentiles
     Load {
@@ -93,6 +97,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             only,
             out,
             strict,
+            cdr_rows,
         } => {
             let settings = Settings {
                 duration: Duration::from_secs(duration.max(1)),
@@ -100,6 +105,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 threads,
                 pin,
                 only,
+                cdr_rows,
             };
             let report = suite::run(&settings)?;
             let path = report

@@ -29,6 +29,8 @@ pub struct Settings {
     pub pin: bool,
     /// Scenario names to run (all when empty).
     pub only: Vec<String>,
+    /// Call records the `directory` family seeds.
+    pub cdr_rows: usize,
 }
 
 /// Everything a scenario can talk to.

@@ -29,6 +29,10 @@ fn suite(name: &str, extra: &[&str]) -> (softphone_testkit::TestDir, String) {
             "--connections",
             "16",
             "--strict",
+            // The directory family's call records: enough for its queries
+            // and links, seeded in a moment by a debug build.
+            "--cdr-rows",
+            "20000",
         ])
         .args(extra)
         .arg("--out")
@@ -72,6 +76,10 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "mikopbx-profile-flood",
         "mikopbx-refresh-idle",
         "mikopbx-refresh-flood",
+        "directory-profile",
+        "directory-users-304",
+        "directory-users",
+        "directory-history",
         "generator-ours",
         "peer-floor",
         "peer-lua-ffi",

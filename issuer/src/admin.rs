@@ -15,7 +15,7 @@ use softphone_shared::epoch::Epoch;
 use softphone_shared::password;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::unix_now;
-use softphone_shared::users::builtin::{validate_role, validate_username};
+use softphone_shared::users::builtin::{validate_display_name, validate_role, validate_username};
 use softphone_shared::{keyfile, keys, ownership};
 
 use crate::{Error, Result};
@@ -56,6 +56,18 @@ pub fn user_set_disabled(config: &Config, username: &str, disabled: bool) -> Res
         format!("user {username} disabled; {revoked} session(s) revoked")
     } else {
         format!("user {username} enabled")
+    })
+}
+
+pub fn user_name(config: &Config, username: &str, name: &str) -> Result<String> {
+    validate_display_name(name)?;
+    warn_if_not_builtin(config);
+    let mut store = open_store(config)?;
+    store.set_display_name(username, name, unix_now())?;
+    Ok(if name.is_empty() {
+        format!("user {username} has no display name")
+    } else {
+        format!("user {username} is shown as {name}")
     })
 }
 

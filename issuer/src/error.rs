@@ -57,10 +57,12 @@ pub enum ApiError {
     RefreshWrongType,
     /// Logout: no valid token.
     LogoutUnauthorized,
-    /// Profile: no valid token.
+    /// Profile, users, history, features: no valid access token.
     ProfileUnauthorized,
-    /// Profile: a valid refresh token was presented.
+    /// Profile, users, history, features: a valid refresh token was presented.
     ProfileWrongType,
+    /// History: `date` is not a `YYYY-MM-DD` that exists, or is given twice.
+    BadDate,
     NotFound,
     MethodNotAllowed,
     Internal,
@@ -69,7 +71,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(self) -> StatusCode {
         match self {
-            ApiError::BadCredentialsRequest => StatusCode::BAD_REQUEST,
+            ApiError::BadCredentialsRequest | ApiError::BadDate => StatusCode::BAD_REQUEST,
             ApiError::InvalidCredentials
             | ApiError::RefreshInvalid
             | ApiError::LogoutUnauthorized
@@ -99,6 +101,7 @@ impl ApiError {
             ApiError::LogoutUnauthorized => "Unauthorized",
             ApiError::ProfileUnauthorized => "Unauthorized. Token required",
             ApiError::ProfileWrongType => "Invalid token type",
+            ApiError::BadDate => "Invalid date. Expected YYYY-MM-DD",
             ApiError::NotFound => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Internal => "Internal server error",

@@ -1,7 +1,8 @@
-//! The five public operations, and the metrics' scrape. Each returns a
-//! response or an [`ApiError`]; the mapping of errors to HTTP lives in
+//! The five authentication operations, and the metrics' scrape. Each returns
+//! a response or an [`ApiError`]; the mapping of errors to HTTP lives in
 //! `error.rs` alone. Each operation tells the metrics how it ended, once, as
-//! it returns.
+//! it returns. [`authorize`] is the access-token check of every route that
+//! needs one (profile here; the directory, history and features beside).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct Meta {
     pub from: IpAddr,
     pub authorization: Option<HeaderValue>,
     pub content_type: Option<HeaderValue>,
+    pub if_none_match: Option<HeaderValue>,
 }
 
 impl Meta {
@@ -407,14 +409,24 @@ async fn end_session(app: &Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     ))
 }
 
-pub async fn profile(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+/// The claims of a valid access token of an active session, or the answer of
+/// every route that needs one: 401 without, 403 for a refresh token.
+pub async fn authorize<'b>(
+    app: &App,
+    meta: &Meta,
+    buf: &'b mut [u8; PAYLOAD_BUF],
+) -> Result<Claims<'b>, ApiError> {
     let token = meta.bearer().ok_or(ApiError::ProfileUnauthorized)?;
-    let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = decode(&app, token, &mut buf, unix_now())
+    decode(app, token, buf, unix_now())
         .await
         .map_err(|_| ApiError::ProfileUnauthorized)?
         .require(TokenType::Access)
-        .map_err(|_| ApiError::ProfileWrongType)?;
+        .map_err(|_| ApiError::ProfileWrongType)
+}
+
+pub async fn profile(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
+    let mut buf = [0u8; PAYLOAD_BUF];
+    let claims = authorize(&app, &meta, &mut buf).await?;
 
     #[derive(Serialize)]
     struct Profile<'a> {

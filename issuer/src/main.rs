@@ -69,9 +69,10 @@ struct NginxArgs {
     /// Plain HTTP redirects to HTTPS, or also serves the API (loopback use)
     #[arg(long, value_enum, default_value = "redirect")]
     plain_http: nginx::PlainHttp,
-    /// Directory served under /pbxcore/softphone/recordings/
-    #[arg(long, default_value = "/var/spool/asterisk/monitor")]
-    recordings: PathBuf,
+    /// Directory served under /pbxcore/softphone/recordings/; default:
+    /// recordings_dir (where `history` links to)
+    #[arg(long)]
+    recordings: Option<PathBuf>,
     /// Upstream URL of /pbxcore/softphone/ws (Asterisk's WebSocket)
     #[arg(long, default_value = "http://127.0.0.1:8088/asterisk/ws")]
     ws_upstream: String,
@@ -123,6 +124,8 @@ enum UserCommand {
     Disable { username: String },
     /// Enable a disabled user
     Enable { username: String },
+    /// Set the name the directory (GET users) shows for a user; "" removes it
+    Name { username: String, name: String },
     /// List users
     List,
     /// Print the number of users (for scripts)
@@ -173,6 +176,9 @@ fn run(args: Args) -> Result<()> {
         Command::User(UserCommand::Enable { username }) => {
             admin::user_set_disabled(&config, &username, false)
         }
+        Command::User(UserCommand::Name { username, name }) => {
+            admin::user_name(&config, &username, &name)
+        }
         Command::User(UserCommand::List) => admin::user_list(&config),
         Command::User(UserCommand::Count) => admin::user_count(&config).map(|n| n.to_string()),
         Command::Session(SessionCommand::List) => admin::session_list(&config),
@@ -199,7 +205,7 @@ fn run(args: Args) -> Result<()> {
                     .unwrap_or(defaults.tls_certificate_key.clone()),
                 acme_webroot: a.acme_webroot.unwrap_or(defaults.acme_webroot.clone()),
                 plain_http: a.plain_http,
-                recordings: a.recordings,
+                recordings: a.recordings.unwrap_or(defaults.recordings.clone()),
                 ws_upstream: a.ws_upstream,
                 access_log: a.access_log,
                 error_log: a.error_log,

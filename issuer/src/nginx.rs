@@ -55,7 +55,7 @@ pub struct Params {
     pub acme_webroot: PathBuf,
     /// What the plain-HTTP server does with everything else.
     pub plain_http: PlainHttp,
-    /// Directory served under `/pbxcore/softphone/recordings/`.
+    /// Directory served under [`softphone_shared::paths::RECORDINGS`].
     pub recordings: PathBuf,
     /// Where `/pbxcore/softphone/ws` goes: Asterisk's HTTP server on a PBX.
     pub ws_upstream: String,
@@ -90,7 +90,7 @@ impl Params {
             tls_certificate_key: config.tls_certificate_key.clone(),
             acme_webroot: config.acme_webroot.clone(),
             plain_http: PlainHttp::Redirect,
-            recordings: "/var/spool/asterisk/monitor".into(),
+            recordings: config.recordings_dir(),
             ws_upstream: "http://127.0.0.1:8088/asterisk/ws".into(),
             access_log: "/var/log/nginx/softphone-access.log".into(),
             error_log: "/var/log/nginx/softphone-error.log".into(),
@@ -446,6 +446,29 @@ mod tests {
             "{main}"
         );
         assert!(main.contains("load_module /usr/lib/nginx/modules/ngx_nchan_module.so;"));
+    }
+
+    /// The links `history` makes are the URLs the rendered location serves,
+    /// from the configured directory.
+    #[test]
+    fn recordings_are_served_where_history_links_to() {
+        let location = format!("location ^~ {} {{", softphone_shared::paths::RECORDINGS);
+        assert!(LOCATIONS.contains(&location), "{location}");
+        assert!(LOCATIONS.contains("alias {{recordings}}/;"));
+        let dir = softphone_testkit::TestDir::new("nginx-recordings");
+        let env = std::collections::HashMap::from([
+            (
+                "SOFTPHONE_DATA".to_owned(),
+                dir.path().display().to_string(),
+            ),
+            (
+                "SOFTPHONE_RECORDINGS_DIR".to_owned(),
+                "/srv/calls".to_owned(),
+            ),
+        ]);
+        let config = Config::load_with_env(None, &env).unwrap();
+        let text = render(Form::Locations, &Params::new(&config)).unwrap();
+        assert!(text.contains("alias /srv/calls/;"), "{text}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::ApiError;
 use crate::error::recover;
 use crate::handlers::{self, Meta};
 use crate::state::App;
+use crate::{directory, history};
 
 /// Where Prometheus scrapes the issuer: at the root, outside [`API_BASE`],
 /// the only prefix the rendered nginx passes to the issuer.
@@ -32,6 +33,9 @@ crate::metrics::label_values! {
         Refresh => "refresh",
         Logout => "logout",
         Profile => "profile",
+        Users => "users",
+        History => "history",
+        Features => "features",
         Health => "health",
         Metrics => "metrics",
         Other => "other",
@@ -46,6 +50,9 @@ impl Route {
             Route::Refresh => Some("/auth/refresh"),
             Route::Logout => Some("/auth/logout"),
             Route::Profile => Some("/profile"),
+            Route::Users => Some("/users"),
+            Route::History => Some("/history"),
+            Route::Features => Some("/features"),
             Route::Health => Some("/health"),
             Route::Metrics | Route::Other => None,
         }
@@ -104,6 +111,25 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .and(meta())
         .then(handlers::profile)
         .map(respond);
+    let users = warp::path!("users")
+        .and(warp::get())
+        .and(with_app(&app))
+        .and(meta())
+        .then(directory::users)
+        .map(respond);
+    let history = warp::path!("history")
+        .and(warp::get())
+        .and(with_app(&app))
+        .and(meta())
+        .and(raw_query())
+        .then(history::history)
+        .map(respond);
+    let features = warp::path!("features")
+        .and(warp::get())
+        .and(with_app(&app))
+        .and(meta())
+        .then(directory::features)
+        .map(respond);
     let health = warp::path!("health")
         .and(warp::get())
         .then(handlers::health);
@@ -129,6 +155,12 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
                 .or(logout)
                 .unify()
                 .or(profile)
+                .unify()
+                .or(users)
+                .unify()
+                .or(history)
+                .unify()
+                .or(features)
                 .unify()
                 .or(health)
                 .unify(),
@@ -201,6 +233,11 @@ where
     Ok(collected.freeze())
 }
 
+/// The request's query string as sent (none: empty).
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
 /// Client address and the headers the handlers read. Header values are taken raw,
 /// so a non-UTF-8 `Authorization` is an invalid token (401), not a 400.
 fn meta() -> impl Filter<Extract = (Meta,), Error = Infallible> + Clone {
@@ -210,6 +247,7 @@ fn meta() -> impl Filter<Extract = (Meta,), Error = Infallible> + Clone {
             from: client_ip(peer, &headers),
             authorization: single(&headers, "authorization"),
             content_type: single(&headers, "content-type"),
+            if_none_match: single(&headers, "if-none-match"),
         })
 }
 

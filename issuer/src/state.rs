@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::group_commit::Writer;
 use crate::hashing::{Hasher, Queue};
+use crate::listing::Cached;
 use crate::metrics::Metrics;
 use crate::refresh_rate::RefreshRate;
 use crate::throttle::{Limits, Throttle};
@@ -35,6 +36,12 @@ pub struct App {
     /// The PBX database of a `mikopbx` user source, open for the daemon's life;
     /// its lookups never wait for the store's connections.
     pbx: RwLock<Option<Arc<Pbx>>>,
+    /// MikoPBX's call records (`history`), when configured; a handle of its
+    /// own, read on the blocking pool like the PBX database.
+    calls: RwLock<Option<Arc<PbxDatabase>>>,
+    /// `GET users` and `GET features`, made at most once a second.
+    directory: Cached,
+    features: Cached,
     log: SecurityLog,
     /// Kept across SIGHUP (logrotate sends one daily): only its limits change.
     throttle: Throttle,
@@ -59,6 +66,9 @@ impl App {
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
             pbx: RwLock::new(pbx_of(&config.user_source)),
+            calls: RwLock::new(calls_of(&config)),
+            directory: Cached::default(),
+            features: Cached::default(),
             throttle: Throttle::new(Limits::from_config(&config)),
             refresh_rate: RefreshRate::default(),
             hasher: Hasher::start(config.login_concurrency)?,
@@ -138,6 +148,14 @@ impl App {
         {
             *slot = pbx_of(&new.user_source);
         }
+        if new.cdr_database() != old.cdr_database()
+            && let Ok(mut slot) = self.calls.write()
+        {
+            *slot = calls_of(&new);
+        }
+        // The source or the configured feature codes may have changed.
+        self.directory.clear();
+        self.features.clear();
         let mut effective = new.with_files_of(&old);
         effective.issuer_listen = old.issuer_listen;
         if let Ok(mut slot) = self.config.write() {
@@ -182,6 +200,24 @@ impl App {
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
+    /// MikoPBX's call records, when `history` has any to read.
+    pub fn calls(&self) -> Option<Arc<PbxDatabase>> {
+        self.calls
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// The directory (`GET users`), as served.
+    pub fn directory(&self) -> &Cached {
+        &self.directory
+    }
+
+    /// The feature codes (`GET features`), as served.
+    pub fn features(&self) -> &Cached {
+        &self.features
+    }
+
     /// Looks a login name up in the configured user source, off the async
     /// threads (not for logins: see [`Pbx::logins`]).
     pub async fn find_user(&self, username: String) -> Result<Option<Credential>, ApiError> {
@@ -215,6 +251,9 @@ pub struct Pbx {
     pub logins: PbxDatabase,
     /// For refresh and the change watcher.
     pub others: PbxDatabase,
+    /// For the directory and the feature codes: remaking them reads whole
+    /// tables, which must not hold up a refresh.
+    pub listings: PbxDatabase,
 }
 
 fn pbx_of(source: &UserSource) -> Option<Arc<Pbx>> {
@@ -223,8 +262,15 @@ fn pbx_of(source: &UserSource) -> Option<Arc<Pbx>> {
         UserSource::MikoPbx(path) => Some(Arc::new(Pbx {
             logins: PbxDatabase::new(path),
             others: PbxDatabase::new(path),
+            listings: PbxDatabase::new(path),
         })),
     }
+}
+
+fn calls_of(config: &Config) -> Option<Arc<PbxDatabase>> {
+    config
+        .cdr_database()
+        .map(|path| Arc::new(PbxDatabase::new(&path)))
 }
 
 async fn run_blocking<T, F>(store: Arc<Mutex<Store>>, f: F) -> Result<T, ApiError>
@@ -242,7 +288,7 @@ where
 }
 
 /// Runs `f` on the blocking pool; its errors are logged and become a 500.
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> softphone_shared::Result<T> + Send + 'static,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::password::MIN_ITERATIONS;
-use crate::{Error, Result};
+use crate::{Error, Result, paths};
 
 /// Where logins are checked.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -81,6 +81,16 @@ pub struct Config {
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway: i64,
     pub user_source: UserSource,
+    /// See [`Config::cdr_database`].
+    cdr_database: Option<PathBuf>,
+    /// See [`Config::recordings_dir`].
+    recordings_dir: Option<PathBuf>,
+    /// The feature codes `features` reports with the `builtin` source, and
+    /// with the `mikopbx` source for a code its settings table does not hold
+    /// (MikoPBX's own defaults, so both agree out of the box).
+    pub feature_pickup: String,
+    pub feature_attended_transfer: String,
+    pub feature_blind_transfer: String,
     pub syslog: bool,
     pub pbkdf2_iterations: u32,
     pub login_concurrency: usize,
@@ -119,6 +129,11 @@ impl Default for Config {
             refresh_ttl: 2_592_000,
             leeway: 30,
             user_source: UserSource::Builtin,
+            cdr_database: None,
+            recordings_dir: None,
+            feature_pickup: "*8".into(),
+            feature_attended_transfer: "##".into(),
+            feature_blind_transfer: "**".into(),
             syslog: false,
             pbkdf2_iterations: MIN_ITERATIONS,
             login_concurrency: 1,
@@ -233,6 +248,15 @@ impl Config {
                 "must be at least login_max_failures, with login_user_interval at least 1",
             ));
         }
+        for (field, code) in [
+            ("feature_pickup", &self.feature_pickup),
+            ("feature_attended_transfer", &self.feature_attended_transfer),
+            ("feature_blind_transfer", &self.feature_blind_transfer),
+        ] {
+            if !valid_feature_code(code) {
+                return Err((field, "must be 1-16 characters of 0-9 * #"));
+            }
+        }
         if self.max_sessions_per_user == 0 {
             return Err(("max_sessions_per_user", "must be at least 1"));
         }
@@ -269,6 +293,29 @@ impl Config {
             Some(path) if path.as_os_str().is_empty() => None,
             Some(path) => Some(path.clone()),
             None => Some(self.data_dir.join("run/verifier.sock")),
+        }
+    }
+
+    /// MikoPBX's call records (`cdr_general`), which `history` reads:
+    /// `cdr_database`; unset, MikoPBX's own file with the `mikopbx` source
+    /// and none with `builtin`; `None` also when set to `""`.
+    pub fn cdr_database(&self) -> Option<PathBuf> {
+        match (&self.cdr_database, &self.user_source) {
+            (Some(path), _) if path.as_os_str().is_empty() => None,
+            (Some(path), _) => Some(path.clone()),
+            (None, UserSource::MikoPbx(_)) => Some(PathBuf::from(paths::MIKOPBX_CDR_DATABASE)),
+            (None, UserSource::Builtin) => None,
+        }
+    }
+
+    /// The directory nginx serves under [`paths::RECORDINGS`]; `history` links
+    /// only to files inside it: `recordings_dir`, or MikoPBX's with the
+    /// `mikopbx` source, Asterisk's default with `builtin`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        match (&self.recordings_dir, &self.user_source) {
+            (Some(path), _) => path.clone(),
+            (None, UserSource::MikoPbx(_)) => PathBuf::from(paths::MIKOPBX_RECORDINGS),
+            (None, UserSource::Builtin) => PathBuf::from(paths::ASTERISK_RECORDINGS),
         }
     }
 
@@ -375,6 +422,14 @@ impl Layers {
     }
 }
 
+/// A code a phone can dial: digits, `*` and `#`.
+fn valid_feature_code(code: &str) -> bool {
+    (1..=16).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+}
+
 /// The key of the `key = value` line around byte `at` (at most 40 characters).
 fn key_of_line_at(text: &str, at: usize) -> String {
     let start = text
@@ -478,7 +533,7 @@ mod tests {
     #[test]
     fn every_field_has_its_variable() {
         let fields = Config::fields();
-        assert_eq!(fields.len(), 27, "{fields:?}");
+        assert_eq!(fields.len(), 32, "{fields:?}");
         assert_eq!(Config::env_name("data_dir"), "SOFTPHONE_DATA");
         assert_eq!(Config::env_name("leeway"), "SOFTPHONE_LEEWAY");
         // A path that reads as a number is still a path.
@@ -513,6 +568,55 @@ mod tests {
         std::fs::write(&file, "leeway = 301\n").unwrap();
         let msg = error(Some(&file), &[]);
         assert!(msg.contains("bad.toml") && msg.contains("leeway"), "{msg}");
+    }
+
+    /// The call records and recordings follow the user source unless set.
+    #[test]
+    fn call_records_and_recordings_follow_the_user_source() {
+        let builtin = Config::load_with_env(None, &env(&[])).unwrap();
+        assert_eq!(builtin.cdr_database(), None);
+        assert_eq!(
+            builtin.recordings_dir(),
+            PathBuf::from("/var/spool/asterisk/monitor")
+        );
+        let pbx = Config::load_with_env(
+            None,
+            &env(&[("SOFTPHONE_USER_SOURCE", "mikopbx:/cf/conf/mikopbx.db")]),
+        )
+        .unwrap();
+        assert_eq!(
+            pbx.cdr_database(),
+            Some(PathBuf::from(
+                "/storage/usbdisk1/mikopbx/astlogs/asterisk/cdr.db"
+            ))
+        );
+        assert_eq!(
+            pbx.recordings_dir(),
+            PathBuf::from("/storage/usbdisk1/mikopbx/astspool/monitor")
+        );
+        let set = Config::load_with_env(
+            None,
+            &env(&[
+                ("SOFTPHONE_USER_SOURCE", "mikopbx:/cf/conf/mikopbx.db"),
+                ("SOFTPHONE_CDR_DATABASE", ""),
+                ("SOFTPHONE_RECORDINGS_DIR", "/srv/rec"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(set.cdr_database(), None);
+        assert_eq!(set.recordings_dir(), PathBuf::from("/srv/rec"));
+        assert_eq!(
+            (
+                builtin.feature_pickup.as_str(),
+                builtin.feature_attended_transfer.as_str(),
+                builtin.feature_blind_transfer.as_str()
+            ),
+            ("*8", "##", "**")
+        );
+        let msg = error(None, &[("SOFTPHONE_FEATURE_PICKUP", "*8; rm")]);
+        assert!(msg.contains("feature_pickup"), "{msg}");
+        let msg = error(None, &[("SOFTPHONE_FEATURE_BLIND_TRANSFER", "")]);
+        assert!(msg.contains("feature_blind_transfer"), "{msg}");
     }
 
     /// The README documents every field with its variable: a field added here

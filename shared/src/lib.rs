@@ -1,17 +1,21 @@
 //! Everything the issuer and the verifier share: the token format, the keys and
 //! their files, the SQLite store and its revocation epoch, the configuration, the
-//! security log, the user sources, the public paths and what the daemons tell
-//! systemd. The two daemons never call each other; they meet only here.
+//! security log, the user sources (and what else the PBX tells the apps: its
+//! directory, call history, recordings and feature codes), the public paths and
+//! what the daemons tell systemd. The two daemons never call each other; they meet only here.
 
+pub mod calls;
 pub mod config;
 pub mod epoch;
 pub mod error;
+pub mod features;
 pub mod keyfile;
 pub mod keys;
 pub mod live_keys;
 pub mod ownership;
 pub mod password;
 pub mod paths;
+pub mod recordings;
 pub mod seclog;
 pub mod store;
 pub mod systemd;

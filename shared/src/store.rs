@@ -20,6 +20,7 @@ use rusqlite::{
 };
 
 use crate::epoch::Epoch;
+use crate::users::DirectoryEntry;
 use crate::{Error, Result};
 
 /// Each entry upgrades the schema by one version; `PRAGMA user_version` records how
@@ -120,6 +121,9 @@ const MIGRATIONS: &[&str] = &[
         SELECT value, OLD.sid, CAST(strftime('%s', 'now') AS INTEGER) FROM meta
          WHERE key = 'revoke_seq';
     END;",
+    // 5: the name the directory (`GET users`) shows beside a built-in user's
+    // number, set with `softphone-issuer user name`.
+    "ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT '';",
 ];
 
 /// How long after its expiry a session is forgotten by every verifier (whose
@@ -911,6 +915,37 @@ impl Store {
             .query_map([], user_row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// Enabled users with their display names: the `builtin` directory, in
+    /// [`crate::users::sort_directory`]'s order.
+    pub fn directory(&self) -> Result<Vec<DirectoryEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, username, display_name FROM users WHERE disabled = 0")?;
+        let mut entries = stmt
+            .query_map([], |r| {
+                Ok(DirectoryEntry {
+                    id: r.get(0)?,
+                    number: r.get(1)?,
+                    name: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        crate::users::sort_directory(&mut entries);
+        Ok(entries)
+    }
+
+    /// Sets the name the directory shows for `username` (`""` for none).
+    pub fn set_display_name(&mut self, username: &str, name: &str, now: i64) -> Result<()> {
+        let updated = self.conn.execute(
+            "UPDATE users SET display_name = ?2, updated = ?3 WHERE username = ?1",
+            params![username, name, now],
+        )?;
+        if updated == 0 {
+            return Err(Error::NotFound(format!("user {username}")));
+        }
+        Ok(())
     }
 
     pub fn user_count(&self) -> Result<i64> {

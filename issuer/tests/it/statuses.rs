@@ -318,6 +318,61 @@ async fn profile() {
     );
 }
 
+/// `GET users`, `GET history`, `GET features`: 200 for an access token; 401
+/// `Unauthorized. Token required` and 403 `Invalid token type` exactly like
+/// profile; `history`'s malformed date 400 `Invalid date. Expected
+/// YYYY-MM-DD`, checked after the token.
+#[tokio::test]
+async fn users_history_and_features() {
+    let issuer = Issuer::open("statuses-pbx-routes");
+    let (access, refresh) = issuer.tokens().await;
+    for route in [
+        "/users",
+        "/history",
+        "/history?date=2024-01-15",
+        "/features",
+    ] {
+        let r = issuer.call("GET", route, Some(&access)).await;
+        assert_eq!(r.status, 200, "{route}: {}", r.text());
+        assert_eq!(r.json()["success"], true, "{route}");
+        assert_unauthorized(
+            &issuer.call("GET", route, None).await,
+            "Unauthorized. Token required",
+        );
+        assert_unauthorized(
+            &issuer.call("GET", route, Some("invalid_token")).await,
+            "Unauthorized. Token required",
+        );
+        assert_error(
+            &issuer.call("GET", route, Some(&refresh)).await,
+            403,
+            "Invalid token type",
+        );
+    }
+    assert_error(
+        &issuer
+            .call("GET", "/history?date=2024-13-01", Some(&access))
+            .await,
+        400,
+        "Invalid date. Expected YYYY-MM-DD",
+    );
+    assert_unauthorized(
+        &issuer.call("GET", "/history?date=2024-13-01", None).await,
+        "Unauthorized. Token required",
+    );
+    for (method, route) in [
+        ("POST", "/users"),
+        ("PUT", "/history"),
+        ("DELETE", "/features"),
+    ] {
+        assert_error(
+            &issuer.call(method, route, Some(&access)).await,
+            405,
+            "Method not allowed",
+        );
+    }
+}
+
 /// `GET health`: 200 `{"success":true,"status":"ok","timestamp":…}`.
 #[tokio::test]
 async fn health() {

@@ -1,7 +1,7 @@
 //! Built-in users: the `users` table of our own database.
 
 use crate::store::Store;
-use crate::users::{Credential, Secret, User};
+use crate::users::{Credential, DirectoryEntry, Secret, User};
 use crate::{Error, Result};
 
 /// Login names we accept for built-in users: extension numbers, e-mail-like names.
@@ -15,6 +15,18 @@ pub fn validate_username(username: &str) -> Result<()> {
     } else {
         Err(Error::Invalid(
             "username must be 1-64 characters of A-Z a-z 0-9 . _ @ + -".into(),
+        ))
+    }
+}
+
+/// Display names: up to 128 characters, no control characters (the name ends
+/// up in apps' lists and in `user list`'s columns).
+pub fn validate_display_name(name: &str) -> Result<()> {
+    if name.chars().count() <= 128 && !name.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(
+            "display name must be at most 128 characters, without control characters".into(),
         ))
     }
 }
@@ -38,4 +50,9 @@ pub fn find(store: &Store, username: &str) -> Result<Option<Credential>> {
         secret: Secret::Hash(row.password_hash),
         disabled: row.disabled,
     }))
+}
+
+/// Enabled users with their display names, sorted for the directory.
+pub fn directory(store: &Store) -> Result<Vec<DirectoryEntry>> {
+    store.directory()
 }

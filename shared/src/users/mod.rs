@@ -21,6 +21,33 @@ pub struct User {
     pub role: String,
 }
 
+/// One line of the PBX directory (`GET users`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryEntry {
+    /// The id this user's tokens carry (what `profile` reports).
+    pub id: i64,
+    /// The extension (the login name).
+    pub number: String,
+    /// The display name; `""` when the PBX has none.
+    pub name: String,
+}
+
+/// The directory's order: numbers by value (`99` before `201` before `1001`),
+/// then any other names in byte order.
+pub fn sort_directory(entries: &mut [DirectoryEntry]) {
+    entries.sort_by(|a, b| order_key(&a.number).cmp(&order_key(&b.number)));
+}
+
+fn order_key(number: &str) -> (bool, usize, &str) {
+    let numeric = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+    let digits = number.trim_start_matches('0');
+    if numeric {
+        (false, digits.len(), number)
+    } else {
+        (true, 0, number)
+    }
+}
+
 /// What a login is checked against.
 #[derive(Clone)]
 pub enum Secret {
@@ -137,4 +164,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // where they differ, and unequal lengths need no special case.
     let k = hmac::Key::new(hmac::HMAC_SHA256, b"softphone-secret-comparison");
     hmac::verify(&k, a, hmac::sign(&k, b).as_ref()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_is_sorted_by_number_value_then_name() {
+        let mut entries: Vec<DirectoryEntry> = ["1001", "alice", "201", "99", "0200", "200", "bob"]
+            .iter()
+            .map(|n| DirectoryEntry {
+                id: 0,
+                number: (*n).to_owned(),
+                name: String::new(),
+            })
+            .collect();
+        sort_directory(&mut entries);
+        let order: Vec<&str> = entries.iter().map(|e| e.number.as_str()).collect();
+        assert_eq!(order, ["99", "0200", "200", "201", "1001", "alice", "bob"]);
+    }
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod nchan;
 mod ops;
 mod package;
+mod pbx_data;
 mod seed;
 mod sessions;
 mod throttle;
