@@ -3,13 +3,15 @@
 //! the caller (`src_num`) or the callee (`dst_num`), for one local day.
 //!
 //! MikoPBX writes `start` as local-time text (`2024-01-15 10:23:45.123`), so a
-//! day is the text range `[day, next day)` on `start`, which walks MikoPBX's
-//! own index on `start` (it declares `start`, `src_num`, `dst_num`, `linkedid`,
-//! `UNIQUEID`, `src_chan`, `dst_chan`; we never add one to a database that is
-//! not ours). The `+` before the number columns keeps SQLite off their
-//! indexes: through them a busy extension's whole history would be read to
-//! find one day; through `start` the cost is that day's calls of the whole
-//! PBX, which is bounded by what a PBX can carry in a day.
+//! day is the text range `[day, next day)` on `start`. MikoPBX indexes `start`,
+//! `src_num`, `dst_num`, `linkedid`, `UNIQUEID`, `src_chan` and `dst_chan`
+//! (we never add one to a database that is not ours), which gives two ways to
+//! the rows: that day's calls of the whole PBX (the `start` index), or every
+//! call the user ever made or took (the two number indexes). Which one reads
+//! fewer rows differs by user and day, so each request first counts both in
+//! the indexes alone (tens of microseconds) and reads the smaller; the `+`
+//! before a column keeps SQLite off its index, so each query walks the index
+//! it was chosen for.
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -126,18 +128,36 @@ pub struct History {
     pub truncated: bool,
 }
 
-const HISTORY: &str = "SELECT id,
-        CAST(src_num AS TEXT), CAST(dst_num AS TEXT),
-        CAST(strftime('%s', start, 'utc') AS INTEGER),
-        CAST(strftime('%s', NULLIF(answer, ''), 'utc') AS INTEGER),
-        CAST(strftime('%s', NULLIF(endtime, ''), 'utc') AS INTEGER),
-        CAST(duration AS INTEGER), CAST(billsec AS INTEGER),
-        CAST(disposition AS TEXT), CAST(recordingfile AS TEXT),
-        CAST(linkedid AS TEXT), CAST(transfer AS INTEGER)
-    FROM cdr_general
-    WHERE start >= ?2 AND start < ?3 AND (+src_num = ?1 OR +dst_num = ?1)
-    ORDER BY start DESC, id DESC
-    LIMIT ?4";
+/// The columns of a call, for either way to the rows.
+macro_rules! history_query {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id,
+                CAST(src_num AS TEXT), CAST(dst_num AS TEXT),
+                CAST(strftime('%s', start, 'utc') AS INTEGER),
+                CAST(strftime('%s', NULLIF(answer, ''), 'utc') AS INTEGER),
+                CAST(strftime('%s', NULLIF(endtime, ''), 'utc') AS INTEGER),
+                CAST(duration AS INTEGER), CAST(billsec AS INTEGER),
+                CAST(disposition AS TEXT), CAST(recordingfile AS TEXT),
+                CAST(linkedid AS TEXT), CAST(transfer AS INTEGER)
+            FROM cdr_general
+            WHERE ",
+            $filter,
+            " ORDER BY start DESC, id DESC LIMIT ?4"
+        )
+    };
+}
+
+/// Through the `start` index: that day's calls of the whole PBX.
+const BY_DAY: &str =
+    history_query!("start >= ?2 AND start < ?3 AND (+src_num = ?1 OR +dst_num = ?1)");
+/// Through the number indexes: every call of the user, then that day's.
+const BY_NUMBER: &str =
+    history_query!("(src_num = ?1 OR dst_num = ?1) AND +start >= ?2 AND +start < ?3");
+/// What each way reads, counted in the indexes without touching the table.
+const COUNT_BY_DAY: &str = "SELECT count(*) FROM cdr_general WHERE start >= ?2 AND start < ?3";
+const COUNT_BY_NUMBER: &str = "SELECT (SELECT count(*) FROM cdr_general WHERE src_num = ?1)
+    + (SELECT count(*) FROM cdr_general WHERE dst_num = ?1)";
 
 /// A record as read, before its recording is looked for on disk.
 struct Row {
@@ -185,37 +205,67 @@ pub fn history(
 
 /// Up to `limit + 1` rows, so the caller knows whether there were more.
 fn query(conn: &Connection, extension: &str, day: Day, limit: usize) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(HISTORY)?;
+    let (from, to) = (day.to_string(), day.end());
+    let count = |sql: &str| -> rusqlite::Result<i64> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        // Each count names only the parameters it uses.
+        for (i, value) in [extension, from.as_str(), to.as_str()]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("?{}", i + 1);
+            if let Some(index) = stmt.parameter_index(&name)? {
+                stmt.raw_bind_parameter(index, value)?;
+            }
+        }
+        stmt.raw_query().next()?.map_or(Ok(0), |row| {
+            row.get::<_, Option<i64>>(0).map(|n| n.unwrap_or(0))
+        })
+    };
+    let sql = if count(COUNT_BY_NUMBER)? < count(COUNT_BY_DAY)? {
+        BY_NUMBER
+    } else {
+        BY_DAY
+    };
+    read(conn, sql, extension, (&from, &to), limit)
+}
+
+/// The rows of `sql` (one of the two ways), newest first.
+fn read(
+    conn: &Connection,
+    sql: &str,
+    extension: &str,
+    (from, to): (&str, &str),
+    limit: usize,
+) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(
-        rusqlite::params![extension, day.to_string(), day.end(), fetch],
-        |r| {
-            let src: Option<String> = r.get(1)?;
-            let dst: Option<String> = r.get(2)?;
-            let (direction, peer) = if src.as_deref() == Some(extension) {
-                (Direction::Outgoing, dst)
-            } else {
-                (Direction::Incoming, src)
-            };
-            Ok(Row {
-                call: Call {
-                    id: r.get(0)?,
-                    start: r.get(3)?,
-                    answer: r.get(4)?,
-                    end: r.get(5)?,
-                    duration: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
-                    billsec: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
-                    disposition: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                    recording: None,
-                    linkedid: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
-                    transfer: r.get::<_, Option<i64>>(11)?.unwrap_or(0) != 0,
-                    direction,
-                    peer: peer.unwrap_or_default(),
-                },
-                recordingfile: r.get(9)?,
-            })
-        },
-    )?;
+    let rows = stmt.query_map(rusqlite::params![extension, from, to, fetch], |r| {
+        let src: Option<String> = r.get(1)?;
+        let dst: Option<String> = r.get(2)?;
+        let (direction, peer) = if src.as_deref() == Some(extension) {
+            (Direction::Outgoing, dst)
+        } else {
+            (Direction::Incoming, src)
+        };
+        Ok(Row {
+            call: Call {
+                id: r.get(0)?,
+                start: r.get(3)?,
+                answer: r.get(4)?,
+                end: r.get(5)?,
+                duration: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+                billsec: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+                disposition: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                recording: None,
+                linkedid: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                transfer: r.get::<_, Option<i64>>(11)?.unwrap_or(0) != 0,
+                direction,
+                peer: peer.unwrap_or_default(),
+            },
+            recordingfile: r.get(9)?,
+        })
+    })?;
     rows.collect()
 }
 
@@ -253,6 +303,84 @@ mod tests {
         ] {
             assert_eq!(Day::parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// Both ways to the rows read the same calls, each through the index it
+    /// was chosen for; a user with few calls ever takes the number indexes,
+    /// one with many the `start` index.
+    #[test]
+    fn both_ways_find_the_same_calls_through_their_own_index() {
+        let dir = softphone_testkit::TestDir::new("calls-plans");
+        let db = dir.path().join("cdr.db");
+        softphone_testkit::mikopbx::create_cdr(&db);
+        let call = |start: &'static str, src: &'static str, dst: &'static str| {
+            softphone_testkit::mikopbx::Cdr {
+                start,
+                answer: "",
+                endtime: "",
+                src_num: src,
+                dst_num: dst,
+                disposition: "ANSWERED",
+                recordingfile: "",
+                linkedid: "l",
+                duration: 1,
+                billsec: 1,
+                transfer: 0,
+            }
+        };
+        // 201 calls every day of January; 202 once, on the 15th; others fill
+        // the 15th.
+        const DAYS: [&str; 28] = [
+            "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14",
+            "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28",
+        ];
+        let starts: Vec<String> = DAYS
+            .iter()
+            .map(|d| format!("2024-01-{d} 10:00:00"))
+            .collect();
+        let mut calls: Vec<_> = starts
+            .iter()
+            .map(|start| softphone_testkit::mikopbx::Cdr {
+                start,
+                ..call("", "201", "900")
+            })
+            .collect();
+        calls.push(call("2024-01-15 11:00:00", "901", "202"));
+        for _ in 0..40 {
+            calls.push(call("2024-01-15 12:00:00", "903", "904"));
+        }
+        softphone_testkit::mikopbx::insert_calls(&db, &calls);
+        let conn = Connection::open(&db).unwrap();
+        let day = Day::parse("2024-01-15").unwrap();
+        let (from, to) = (day.to_string(), day.end());
+        for (extension, want) in [("201", 1), ("202", 1), ("903", 40), ("999", 0)] {
+            let by_day = read(&conn, BY_DAY, extension, (&from, &to), 100).unwrap();
+            let by_number = read(&conn, BY_NUMBER, extension, (&from, &to), 100).unwrap();
+            let ids = |rows: &[Row]| rows.iter().map(|r| r.call.id).collect::<Vec<_>>();
+            assert_eq!(ids(&by_day), ids(&by_number), "{extension}");
+            assert_eq!(by_day.len(), want, "{extension}");
+            assert_eq!(query(&conn, extension, day, 100).unwrap().len(), want);
+        }
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params!["201", from, to, 10], |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap();
+            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        let (day_plan, number_plan) = (plan(BY_DAY), plan(BY_NUMBER));
+        assert!(day_plan.contains("i_cdr_general_start"), "{day_plan}");
+        assert!(!day_plan.contains("_num"), "{day_plan}");
+        assert!(
+            number_plan.contains("i_cdr_general_src_num"),
+            "{number_plan}"
+        );
+        assert!(
+            number_plan.contains("i_cdr_general_dst_num"),
+            "{number_plan}"
+        );
     }
 
     #[test]
