@@ -358,7 +358,7 @@ impl Revocations {
     fn compact(&self, _reader: &mut Reader, cutoff: i64, counting: bool) {
         let merged = {
             let set = self.read_sessions();
-            if !set.recent_is_full() && !(counting && set.base_is_dying(cutoff)) {
+            if !(set.recent_is_full() || counting && set.base_is_dying(cutoff)) {
                 return;
             }
             set.merged(cutoff)

@@ -106,7 +106,7 @@ struct Sorted {
 
 impl Sorted {
     fn new(mut entries: Vec<Entry>) -> Sorted {
-        entries.sort_unstable_by(|a, b| a.sid.cmp(&b.sid));
+        entries.sort_unstable_by_key(|e| e.sid);
         // Two rows with one id cannot come from the database (the id is its
         // key); keep the last should it ever happen.
         entries.dedup_by(|later, earlier| {
@@ -368,7 +368,7 @@ impl SessionSet {
             .filter(keep)
             .map(rebase)
             .collect();
-        recent.sort_unstable_by(|a, b| a.sid.cmp(&b.sid));
+        recent.sort_unstable_by_key(|e| e.sid);
         let mut entries = Vec::with_capacity(self.base.entries.len() + recent.len());
         let mut old = self
             .base
