@@ -39,6 +39,10 @@ pub struct Plan {
     /// Indices into `requests`, cycled per connection: `[0; 90] + [1; 5] + …` makes
     /// a 90/5/… mix.
     pub schedule: Vec<usize>,
+    /// Each connection keeps to one slot of the schedule (connection `i` to
+    /// slot `i % schedule.len()`) instead of cycling through it: concurrent
+    /// requests then never share one (e.g. 64 refreshes of 64 sessions).
+    pub sticky: bool,
     /// Optional extra judgement per response: `(request index, sent at, status)`
     /// → true when the answer is wrong (e.g. allowed after its logout).
     pub judge: Option<Judge>,
@@ -131,8 +135,12 @@ pub fn run(plan: &Plan, progress: &AtomicU64) -> io::Result<Outcome> {
             .map(|t| {
                 let share =
                     plan.connections / threads + usize::from(t < plan.connections % threads);
+                // This thread's first connection, numbered across all threads.
+                let first = t * (plan.connections / threads) + t.min(plan.connections % threads);
                 let stop = &stop;
-                scope.spawn(move || run_thread(plan, t, share, deadline, stop, progress))
+                scope.spawn(move || {
+                    run_thread(plan, (t, first), share, deadline, stop, progress)
+                })
             })
             .collect();
         handles
@@ -178,7 +186,7 @@ fn connect(addr: SocketAddr, poll: &Poll, token: usize) -> io::Result<TcpStream>
 
 fn run_thread(
     plan: &Plan,
-    thread: usize,
+    (thread, first): (usize, usize),
     connections: usize,
     deadline: Instant,
     stop: &AtomicBool,
@@ -191,7 +199,11 @@ fn run_thread(
     for i in 0..connections {
         let stream = connect(plan.addr, &poll, i)?;
         // Spread the schedule so connections do not move in lockstep.
-        let slot = (thread * 7919 + i * 104_729) % plan.schedule.len();
+        let slot = if plan.sticky {
+            (first + i) % plan.schedule.len()
+        } else {
+            (thread * 7919 + i * 104_729) % plan.schedule.len()
+        };
         conns.push(Conn {
             stream,
             buf: vec![0; 64 * 1024],
@@ -266,6 +278,9 @@ fn reconnect(
 }
 
 fn next_request(plan: &Plan, c: &mut Conn) {
+    if plan.sticky {
+        return;
+    }
     c.slot = (c.slot + 1) % plan.schedule.len();
     c.request = plan.schedule[c.slot];
 }

@@ -36,8 +36,8 @@ enum Command {
         /// Pin the servers to CPU 0 and the load generator to CPU 1
         #[arg(long)]
         pin: bool,
-        /// Only scenarios whose names start with these (verifier, media, nchan, issuer, generator),
-        /// comma-separated or repeated
+        /// Only scenarios whose names start with these (verifier, media, nchan, issuer,
+        /// mikopbx, scale, generator), comma-separated or repeated
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Directory for the reports
@@ -46,6 +46,10 @@ enum Command {
         /// Exit non-zero when a request errored or got a wrong answer
         #[arg(long)]
         strict: bool,
+        /// The scale family's largest number of live sessions (it measures
+        /// 1 000, 10 000, … up to this)
+        #[arg(long, default_value_t = 1_000_000)]
+        scale_max: usize,
     },
     /// Drive one URL with keep-alive load and print req/s and latency percentiles
     Load {
@@ -93,6 +97,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             only,
             out,
             strict,
+            scale_max,
         } => {
             let settings = Settings {
                 duration: Duration::from_secs(duration.max(1)),
@@ -100,6 +105,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 threads,
                 pin,
                 only,
+                scale_max,
             };
             let report = suite::run(&settings)?;
             let path = report
@@ -146,6 +152,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                     expect: None,
                 }],
                 schedule: vec![0],
+                sticky: false,
                 judge: None,
             };
             let outcome = load::run(&plan, &AtomicU64::new(0)).map_err(|e| e.to_string())?;

@@ -29,6 +29,8 @@ pub struct Settings {
     pub pin: bool,
     /// Scenario names to run (all when empty).
     pub only: Vec<String>,
+    /// The largest number of live sessions the scale family seeds.
+    pub scale_max: usize,
 }
 
 /// Everything a scenario can talk to.
@@ -210,6 +212,7 @@ pub(crate) fn plan(settings: &Settings, addr: SocketAddr, requests: Vec<Request>
         threads: settings.threads,
         requests,
         schedule,
+        sticky: false,
         judge: None,
     }
 }

@@ -2,7 +2,7 @@
 //! in a fixed order and returns their report.
 
 use crate::report::Report;
-use crate::scenarios::{generator, issuer, media, mikopbx, nchan, peers, verifier};
+use crate::scenarios::{generator, issuer, media, mikopbx, nchan, peers, scale, verifier};
 use crate::stack::{self, Settings, Stack};
 
 pub fn run(settings: &Settings) -> Result<Report, String> {
@@ -37,6 +37,9 @@ pub fn run(settings: &Settings) -> Result<Report, String> {
     }
     if wanted("mikopbx") {
         mikopbx::run(settings, &mut report)?;
+    }
+    if wanted("scale") {
+        scale::run(settings, &mut report)?;
     }
     if wanted("generator") {
         generator::run(settings, &stack, &mut report)?;
