@@ -138,9 +138,7 @@ pub fn run(plan: &Plan, progress: &AtomicU64) -> io::Result<Outcome> {
                 // This thread's first connection, numbered across all threads.
                 let first = t * (plan.connections / threads) + t.min(plan.connections % threads);
                 let stop = &stop;
-                scope.spawn(move || {
-                    run_thread(plan, (t, first), share, deadline, stop, progress)
-                })
+                scope.spawn(move || run_thread(plan, (t, first), share, deadline, stop, progress))
             })
             .collect();
         handles

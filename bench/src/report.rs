@@ -303,9 +303,9 @@ impl Report {
     /// work, the dashed one grows in proportion to it. Each line ends with its
     /// last value in its own unit. None without curves.
     pub fn curves_svg(&self) -> Option<String> {
-        const COLORS: [&str; 8] = [
-            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#17becf",
+        const COLORS: [&str; 12] = [
+            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+            "#bcbd22", "#7f7f7f", "#393b79", "#ad494a",
         ];
         let first = self.curves.first()?;
         let sizes = self.curve_sizes();

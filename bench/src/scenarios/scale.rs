@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use softphone_shared::keys::KeyRing;
 use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::token::{self, Claims, TokenType};
@@ -61,6 +61,12 @@ const BURST_WINDOW_MIN: Duration = Duration::from_millis(100);
 /// How long the verifier may take to refuse the burst's user before the run
 /// gives up on it.
 const BURST_WAIT: Duration = Duration::from_secs(30);
+/// How long the database must stand still to count as settled, and how long
+/// the run waits for that.
+const QUIET: Duration = Duration::from_millis(300);
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+/// How often the purge's end is looked for.
+const PURGE_POLL: Duration = Duration::from_millis(20);
 /// Bounds of issue 13.
 const STARTUP_MAX_S: f64 = 0.5;
 const RSS_MAX_MIB: f64 = 48.0;
@@ -111,12 +117,7 @@ impl Fixture {
         let db = pbx.path().join("mikopbx.db");
         let count = (largest / SESSIONS_PER_USER).max(LOGIN_USERS);
         let names: Vec<(String, String)> = (0..count)
-            .map(|i| {
-                (
-                    (FIRST_EXTENSION + i).to_string(),
-                    format!("Secret{i}-x7Qz"),
-                )
-            })
+            .map(|i| ((FIRST_EXTENSION + i).to_string(), format!("Secret{i}-x7Qz")))
             .collect();
         let peers: Vec<Peer<'_>> = names
             .iter()
@@ -263,6 +264,28 @@ impl Fixture {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// The change sequence's head once it stood still for [`QUIET`]: the
+    /// issuer has committed what it was still answering.
+    fn settled_seq(&self) -> Result<i64, String> {
+        let conn = self.open()?;
+        let head = || {
+            conn.query_row("SELECT value FROM meta WHERE key = 'revoke_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| e.to_string())
+        };
+        let deadline = Instant::now() + SETTLE_WAIT;
+        let mut last = head()?;
+        loop {
+            std::thread::sleep(QUIET);
+            let now = head()?;
+            if now == last || Instant::now() > deadline {
+                return Ok(now);
+            }
+            last = now;
+        }
     }
 
     /// Bytes of the database and its WAL after a checkpoint, per session row.
@@ -414,7 +437,10 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
         let mut refreshing = plan(
             settings,
             fx.d.issuer,
-            fx.refreshers.iter().map(|(_, r)| refresh_request(r)).collect(),
+            fx.refreshers
+                .iter()
+                .map(|(_, r)| refresh_request(r))
+                .collect(),
         );
         refreshing.sticky = true;
         let refresh = measure(&format!("scale: refresh, N = {n}"), &refreshing)?;
@@ -455,12 +481,8 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
 /// Logins with correct passwords of [`LOGIN_USERS`] users; the sessions they
 /// open are deleted afterwards, so that the set stays at N.
 fn login_run(settings: &Settings, fx: &Fixture, n: usize) -> Result<Outcome, String> {
-    let before: i64 = fx
-        .open()?
-        .query_row("SELECT value FROM meta WHERE key = 'revoke_seq'", [], |r| {
-            r.get(0)
-        })
-        .map_err(|e| e.to_string())?;
+    // Requests still in flight when a run ends are committed after it.
+    let before = fx.settled_seq()?;
     let logins = fx
         .users
         .iter()
@@ -474,6 +496,7 @@ fn login_run(settings: &Settings, fx: &Fixture, n: usize) -> Result<Outcome, Str
         &format!("scale: login, N = {n}"),
         &plan(settings, fx.d.issuer, logins),
     )?;
+    fx.settled_seq()?;
     fx.open()?
         .execute("DELETE FROM sessions WHERE change_seq > ?1", [before])
         .map_err(|e| e.to_string())?;
@@ -503,35 +526,40 @@ fn purge(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, Strin
     fx.d.kill_issuer();
     let started = Instant::now();
     fx.d.start_issuer();
-    let mut during: Option<(Outcome, Outcome)> = None;
-    let mut rounds = 0u32;
-    let took = loop {
-        let (profile, refresh) = probe_round(settings, fx, &probes, PURGE_ROUND)?;
-        rounds += 1;
-        during = Some(match during {
-            None => (profile, refresh),
-            Some((mut p, mut r)) => {
-                p.then(profile);
-                r.then(refresh);
-                (p, r)
+    let db = fx.open()?;
+    let fx = &*fx;
+    let (during, rounds, took) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || -> Result<Option<Duration>, String> {
+            let mut left = db
+                .prepare("SELECT 1 FROM sessions WHERE expires < ?1 LIMIT 1")
+                .map_err(|e| e.to_string())?;
+            while started.elapsed() < PURGE_WAIT {
+                if !left.exists([cutoff]).map_err(|e| e.to_string())? {
+                    return Ok(Some(started.elapsed()));
+                }
+                std::thread::sleep(PURGE_POLL);
             }
+            Ok(None)
         });
-        let left: Option<i64> = fx
-            .open()?
-            .query_row(
-                "SELECT 1 FROM sessions WHERE expires < ?1 LIMIT 1",
-                [cutoff],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| e.to_string())?;
-        if left.is_none() {
-            break Some(started.elapsed());
+        let mut during: Option<(Outcome, Outcome)> = None;
+        let mut rounds = 0u32;
+        while rounds == 0 || !watcher.is_finished() {
+            let (profile, refresh) = probe_round(settings, fx, &probes, PURGE_ROUND)?;
+            rounds += 1;
+            during = Some(match during {
+                None => (profile, refresh),
+                Some((mut p, mut r)) => {
+                    p.then(profile);
+                    r.then(refresh);
+                    (p, r)
+                }
+            });
         }
-        if started.elapsed() > PURGE_WAIT {
-            break None;
-        }
-    };
+        let took = watcher
+            .join()
+            .map_err(|_| "purge watcher panicked".to_owned())??;
+        Ok::<_, String>((during, rounds, took))
+    })?;
     let idle = probe_round(settings, fx, &probes, PURGE_ROUND * rounds)?;
     let (profile, refresh) = during.ok_or("no purge round")?;
     Ok(Purge {
@@ -784,7 +812,11 @@ fn targets(report: &mut Report, settings: &Settings, points: &[Point], logout_wr
     ));
     let rss = last.rss_load_kib.max(last.rss_start_kib) / 1024.0;
     let name = format!("scale: verifier RSS at N = {n} (MiB)");
-    report.target(bounded(&name, rss, Target::at_most(&name, rss, RSS_MAX_MIB)));
+    report.target(bounded(
+        &name,
+        rss,
+        Target::at_most(&name, rss, RSS_MAX_MIB),
+    ));
     let per_session = (last.rss_start_kib - first.rss_start_kib) * 1024.0
         / (last.n.saturating_sub(first.n)).max(1) as f64;
     let name = format!("scale: verifier bytes per session, N = {} to {n}", first.n);
@@ -804,7 +836,10 @@ fn targets(report: &mut Report, settings: &Settings, points: &[Point], logout_wr
     let rate_1k = first.verifier.rate();
     if let Some((at, r)) = worst(&|p| p.verifier.rate() / rate_1k, true) {
         report.target(Target::at_least(
-            &format!("scale: verifier req/s at N / at {}, lowest (N = {at})", first.n),
+            &format!(
+                "scale: verifier req/s at N / at {}, lowest (N = {at})",
+                first.n
+            ),
             r,
             VERIFIER_RATE_MIN,
         ));
@@ -812,7 +847,10 @@ fn targets(report: &mut Report, settings: &Settings, points: &[Point], logout_wr
     let p99_1k = first.verifier.percentile_ms(0.99).max(0.001);
     if let Some((at, r)) = worst(&|p| p.verifier.percentile_ms(0.99) / p99_1k, false) {
         report.target(Target::at_most(
-            &format!("scale: verifier p99 at N / at {}, highest (N = {at})", first.n),
+            &format!(
+                "scale: verifier p99 at N / at {}, highest (N = {at})",
+                first.n
+            ),
             r,
             P99_MAX,
         ));
@@ -889,11 +927,13 @@ fn curves(report: &mut Report, points: &[Point]) {
         curve("verifier RSS after start-up", "MiB", &|p| {
             p.rss_start_kib / 1024.0
         }),
-        curve("verifier RSS after load", "MiB", &|p| p.rss_load_kib / 1024.0),
-        curve("verifier req/s", "req/s", &|p| p.verifier.rate()),
+        curve("verifier RSS after load", "MiB", &|p| {
+            p.rss_load_kib / 1024.0
+        }),
+        curve("verifier throughput", "req/s", &|p| p.verifier.rate()),
         curve("verifier p99", "ms", &|p| p.verifier.percentile_ms(0.99)),
-        curve("refresh req/s", "req/s", &|p| p.refresh.rate()),
-        curve("login req/s", "req/s", &|p| p.login.rate()),
+        curve("refresh throughput", "req/s", &|p| p.refresh.rate()),
+        curve("login throughput", "req/s", &|p| p.login.rate()),
         curve("database size per session", "bytes", &|p| p.db_bytes),
         curve("purge of N expired", "s", &|p| {
             p.purge.took.map_or(f64::NAN, |t| t.as_secs_f64())
