@@ -43,6 +43,10 @@ pub struct Plan {
     /// slot `i % schedule.len()`) instead of cycling through it: concurrent
     /// requests then never share one (e.g. 64 refreshes of 64 sessions).
     pub sticky: bool,
+    /// Ends the run before its duration once set: a run that lasts as long as
+    /// something it watches (a purge), so that requests that wait for that
+    /// thing are answered within the run and counted, not cut off.
+    pub until: Option<Arc<AtomicBool>>,
     /// Optional extra judgement per response: `(request index, sent at, status)`
     /// → true when the answer is wrong (e.g. allowed after its logout).
     pub judge: Option<Judge>,
@@ -219,7 +223,12 @@ fn run_thread(
     let mut done_since_report = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline
+            || plan
+                .until
+                .as_ref()
+                .is_some_and(|u| u.load(Ordering::Relaxed))
+        {
             stop.store(true, Ordering::Relaxed);
             break;
         }

@@ -153,6 +153,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 }],
                 schedule: vec![0],
                 sticky: false,
+                until: None,
                 judge: None,
             };
             let outcome = load::run(&plan, &AtomicU64::new(0)).map_err(|e| e.to_string())?;

@@ -213,6 +213,7 @@ pub(crate) fn plan(settings: &Settings, addr: SocketAddr, requests: Vec<Request>
         requests,
         schedule,
         sticky: false,
+        until: None,
         judge: None,
     }
 }
