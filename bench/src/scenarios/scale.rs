@@ -25,7 +25,7 @@ use softphone_shared::users::{Credential, Secret, User};
 use softphone_testkit::mikopbx::{self, Peer};
 use softphone_testkit::{Daemons, TestDir};
 
-use crate::load::{self, Outcome, Request};
+use crate::load::{self, Judge, Outcome, Request};
 use crate::procstat;
 use crate::report::{Curve, Floor, Report, Row, Target};
 use crate::scenarios::issuer::{login_bytes, profile_request, refresh_request};
@@ -52,7 +52,7 @@ const LOGIN_USERS: usize = 64;
 const LOGOUTS: usize = 10;
 /// Connections of each probe (profile, refresh) around the purge.
 const PROBE_CONNECTIONS: usize = 4;
-/// The shortest idle probe after a purge.
+/// The shortest probe during and after a purge.
 const PURGE_ROUND: Duration = Duration::from_secs(1);
 /// A purge not done by then is reported as such, not waited for.
 const PURGE_WAIT: Duration = Duration::from_secs(300);
@@ -66,6 +66,9 @@ const BURST_WAIT: Duration = Duration::from_secs(30);
 /// the run waits for that.
 const QUIET: Duration = Duration::from_millis(300);
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
+/// How long refreshes may take to be answered again once the purged rows
+/// are gone before the run gives up on them.
+const DRAIN_WAIT: Duration = Duration::from_secs(120);
 /// How often the purge's end is looked for.
 const PURGE_POLL: Duration = Duration::from_millis(20);
 /// Bounds of issue 13.
@@ -385,6 +388,9 @@ struct Purge {
     /// From the issuer's start until no expired row was left (None: not
     /// within [`PURGE_WAIT`]).
     took: Option<Duration>,
+    /// From the issuer's start until refreshes were answered again (None: not
+    /// within [`DRAIN_WAIT`] of the rows' going).
+    drained: Option<Duration>,
     profile: (Outcome, Outcome),
     refresh: (Outcome, Outcome),
 }
@@ -532,25 +538,54 @@ fn purge(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, Strin
     fx.d.start_issuer();
     let db = fx.open()?;
     let over = Arc::new(AtomicBool::new(false));
+    // When the purge's rows were gone (nanoseconds after `started`, 0 until
+    // then), and how many refreshes were answered after that: the refreshes
+    // that waited for the purge are answered only once the issuer has also
+    // checkpointed its WAL.
+    let gone_at = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (g, a) = (Arc::clone(&gone_at), Arc::clone(&answered));
+    let judge: Judge = Arc::new(move |_, _, _| {
+        let gone = g.load(Ordering::Acquire);
+        if gone != 0 && started.elapsed().as_nanos() as u64 > gone {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+        false
+    });
     let fx = &*fx;
-    let (during, took) = std::thread::scope(|scope| {
+    let (during, (took, drained)) = std::thread::scope(|scope| {
         let flag = Arc::clone(&over);
         let watcher = scope.spawn(move || {
-            let watched = purged(&db, cutoff, started);
+            let took = purged(&db, cutoff, started);
+            let mut drained = None;
+            if let Ok(Some(t)) = &took {
+                gone_at.store(t.as_nanos() as u64, Ordering::Release);
+                drained = softphone_testkit::poll_until(DRAIN_WAIT, || {
+                    answered.load(Ordering::Relaxed) >= PROBE_CONNECTIONS as u64
+                })
+                .map(|()| started.elapsed());
+            }
+            // A purge over in a few milliseconds leaves the probes a second
+            // all the same: their p99 is not that of a dozen first requests.
+            std::thread::sleep(PURGE_ROUND.saturating_sub(started.elapsed()));
             flag.store(true, Ordering::Relaxed);
-            watched
+            took.map(|t| (t, drained))
         });
         let during = probe(
             settings,
             fx,
             &probes,
-            (PURGE_WAIT, Some(Arc::clone(&over))),
+            (
+                PURGE_WAIT + DRAIN_WAIT,
+                Some(Arc::clone(&over)),
+                Some(judge),
+            ),
             &format!("scale: profile during a purge, N = {n}"),
         );
-        let took = watcher
+        let watched = watcher
             .join()
             .map_err(|_| "purge watcher panicked".to_owned())?;
-        Ok::<_, String>((during?, took?))
+        Ok::<_, String>((during?, watched?))
     })?;
     let idle = probe(
         settings,
@@ -559,11 +594,13 @@ fn purge(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, Strin
         (
             started.elapsed().min(settings.duration).max(PURGE_ROUND),
             None,
+            None,
         ),
         &format!("scale: profile after the purge, N = {n}"),
     )?;
     Ok(Purge {
         took,
+        drained,
         profile: (during.0, idle.0),
         refresh: (during.1, idle.1),
     })
@@ -577,11 +614,7 @@ fn purged(db: &Connection, cutoff: i64, started: Instant) -> Result<Option<Durat
         .map_err(|e| e.to_string())?;
     while started.elapsed() < PURGE_WAIT {
         if !left.exists([cutoff]).map_err(|e| e.to_string())? {
-            let took = started.elapsed();
-            // Requests that waited for the purge's commit are answered just
-            // after it: let them be.
-            std::thread::sleep(QUIET);
-            return Ok(Some(took));
+            return Ok(Some(started.elapsed()));
         }
         std::thread::sleep(PURGE_POLL);
     }
@@ -589,12 +622,12 @@ fn purged(db: &Connection, cutoff: i64, started: Instant) -> Result<Option<Durat
 }
 
 /// Profile and refresh, each on [`PROBE_CONNECTIONS`] connections, at once,
-/// for `duration` or `until` it is set.
+/// for `duration` or `until` it is set, with `judge` seeing every refresh.
 fn probe(
     settings: &Settings,
     fx: &Fixture,
     [profile, refresh]: &[Request; 2],
-    (duration, until): (Duration, Option<Arc<AtomicBool>>),
+    (duration, until, judge): (Duration, Option<Arc<AtomicBool>>, Option<Judge>),
     name: &str,
 ) -> Result<(Outcome, Outcome), String> {
     let probe = |request: &Request| {
@@ -604,7 +637,9 @@ fn probe(
         p.until = until.clone();
         p
     };
-    let (profile_plan, refresh_plan) = (probe(profile), probe(refresh));
+    let profile_plan = probe(profile);
+    let mut refresh_plan = probe(refresh);
+    refresh_plan.judge = judge;
     let progress = AtomicU64::new(0);
     let (profile, refresh) = std::thread::scope(|scope| {
         let refresh = scope.spawn(|| load::run(&refresh_plan, &progress));
@@ -838,16 +873,21 @@ fn rows(report: &mut Report, floors: &mut Option<[Floor; 3]>, p: &Point) {
             None,
             during,
         ));
-        report.annotate(match p.purge.took {
-            Some(t) => format!(
-                "purge done {:.2} s after the issuer's start; idle p99 {:.3} ms",
+        let idle_p99 = idle.percentile_ms(0.99);
+        report.annotate(match (p.purge.took, p.purge.drained) {
+            (Some(t), Some(d)) => format!(
+                "rows gone {:.2} s and refreshes answered again {:.2} s after the issuer's start; idle p99 {idle_p99:.3} ms",
                 t.as_secs_f64(),
-                idle.percentile_ms(0.99)
+                d.as_secs_f64()
             ),
-            None => format!(
-                "purge not done within {} s; idle p99 {:.3} ms",
-                PURGE_WAIT.as_secs(),
-                idle.percentile_ms(0.99)
+            (Some(t), None) => format!(
+                "rows gone {:.2} s after the issuer's start, refreshes still unanswered {} s later; idle p99 {idle_p99:.3} ms",
+                t.as_secs_f64(),
+                DRAIN_WAIT.as_secs()
+            ),
+            (None, _) => format!(
+                "rows not gone within {} s; idle p99 {idle_p99:.3} ms",
+                PURGE_WAIT.as_secs()
             ),
         });
     }
@@ -941,7 +981,7 @@ fn targets(report: &mut Report, settings: &Settings, points: &[Point], logout_wr
                 &p.purge.refresh
             };
             // A purge not over in time, or no answer during it, fails.
-            if p.purge.took.is_none() || during.requests == 0 {
+            if p.purge.drained.is_none() || during.requests == 0 {
                 f64::INFINITY
             } else {
                 during.percentile_ms(0.99) / idle.percentile_ms(0.99).max(0.001)
@@ -1001,8 +1041,11 @@ fn curves(report: &mut Report, points: &[Point]) {
         curve("refresh throughput", "req/s", &|p| p.refresh.rate()),
         curve("login throughput", "req/s", &|p| p.login.rate()),
         curve("database size per session", "bytes", &|p| p.db_bytes),
-        curve("purge of N expired", "s", &|p| {
+        curve("purge of N expired, rows gone", "s", &|p| {
             p.purge.took.map_or(f64::NAN, |t| t.as_secs_f64())
+        }),
+        curve("purge of N expired, refreshes answered again", "s", &|p| {
+            p.purge.drained.map_or(f64::NAN, |t| t.as_secs_f64())
         }),
         curve("profile p99 during purge", "ms", &|p| {
             purge_p99(p, true, "profile")
