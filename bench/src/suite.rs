@@ -39,7 +39,7 @@ pub fn run(settings: &Settings) -> Result<Report, String> {
         mikopbx::run(settings, &mut report)?;
     }
     if wanted("scale") {
-        scale::run(settings, &mut report)?;
+        scale::run(settings, stack.bare_addr, &mut report)?;
     }
     if wanted("generator") {
         generator::run(settings, &stack, &mut report)?;

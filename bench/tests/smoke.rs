@@ -83,6 +83,7 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "peer-lua-ffi-1w",
         "scale-verifier-1000",
         "scale-verifier-10000",
+        "scale-floor-10000",
         "scale-refresh-10000",
         "scale-login-10000",
         "scale-purge-profile-10000",
