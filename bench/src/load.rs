@@ -39,6 +39,14 @@ pub struct Plan {
     /// Indices into `requests`, cycled per connection: `[0; 90] + [1; 5] + …` makes
     /// a 90/5/… mix.
     pub schedule: Vec<usize>,
+    /// Each connection keeps to one slot of the schedule (connection `i` to
+    /// slot `i % schedule.len()`) instead of cycling through it: concurrent
+    /// requests then never share one (e.g. 64 refreshes of 64 sessions).
+    pub sticky: bool,
+    /// Ends the run before its duration once set: a run that lasts as long as
+    /// something it watches (a purge), so that requests that wait for that
+    /// thing are answered within the run and counted, not cut off.
+    pub until: Option<Arc<AtomicBool>>,
     /// Optional extra judgement per response: `(request index, sent at, status)`
     /// → true when the answer is wrong (e.g. allowed after its logout).
     pub judge: Option<Judge>,
@@ -111,10 +119,11 @@ impl Outcome {
     }
 }
 
-/// 1 µs .. 60 s at 3 significant digits.
+/// 1 µs .. 1 h at 3 significant digits: a request that waited for a purge of a
+/// million rows took two minutes. Longer ones are recorded as an hour.
 pub fn new_histogram() -> Histogram<u64> {
     #[allow(clippy::expect_used)] // constant, valid bounds: cannot fail
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Runs `plan`; `progress` counts completed requests as they happen.
@@ -131,8 +140,10 @@ pub fn run(plan: &Plan, progress: &AtomicU64) -> io::Result<Outcome> {
             .map(|t| {
                 let share =
                     plan.connections / threads + usize::from(t < plan.connections % threads);
+                // This thread's first connection, numbered across all threads.
+                let first = t * (plan.connections / threads) + t.min(plan.connections % threads);
                 let stop = &stop;
-                scope.spawn(move || run_thread(plan, t, share, deadline, stop, progress))
+                scope.spawn(move || run_thread(plan, (t, first), share, deadline, stop, progress))
             })
             .collect();
         handles
@@ -178,7 +189,7 @@ fn connect(addr: SocketAddr, poll: &Poll, token: usize) -> io::Result<TcpStream>
 
 fn run_thread(
     plan: &Plan,
-    thread: usize,
+    (thread, first): (usize, usize),
     connections: usize,
     deadline: Instant,
     stop: &AtomicBool,
@@ -191,7 +202,11 @@ fn run_thread(
     for i in 0..connections {
         let stream = connect(plan.addr, &poll, i)?;
         // Spread the schedule so connections do not move in lockstep.
-        let slot = (thread * 7919 + i * 104_729) % plan.schedule.len();
+        let slot = if plan.sticky {
+            (first + i) % plan.schedule.len()
+        } else {
+            (thread * 7919 + i * 104_729) % plan.schedule.len()
+        };
         conns.push(Conn {
             stream,
             buf: vec![0; 64 * 1024],
@@ -209,7 +224,12 @@ fn run_thread(
     let mut done_since_report = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline
+            || plan
+                .until
+                .as_ref()
+                .is_some_and(|u| u.load(Ordering::Relaxed))
+        {
             stop.store(true, Ordering::Relaxed);
             break;
         }
@@ -266,6 +286,9 @@ fn reconnect(
 }
 
 fn next_request(plan: &Plan, c: &mut Conn) {
+    if plan.sticky {
+        return;
+    }
     c.slot = (c.slot + 1) % plan.schedule.len();
     c.request = plan.schedule[c.slot];
 }
@@ -311,7 +334,7 @@ fn receive(plan: &Plan, c: &mut Conn, out: &mut Outcome) -> io::Result<bool> {
                     return Err(io::Error::other("unexpected bytes after a response"));
                 }
                 let micros = c.sent_at.elapsed().as_micros() as u64;
-                let _ = out.latency.record(micros.max(1));
+                out.latency.saturating_record(micros.max(1));
                 out.requests += 1;
                 *out.statuses.entry(status).or_default() += 1;
                 if !(200..300).contains(&status) {

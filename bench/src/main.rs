@@ -37,8 +37,7 @@ enum Command {
         #[arg(long)]
         pin: bool,
         /// Only scenarios whose names start with these (verifier, media, nchan, issuer, mikopbx,
-        /// directory, generator),
-        /// comma-separated or repeated
+        /// directory, scale, generator), comma-separated or repeated
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Directory for the reports
@@ -50,6 +49,10 @@ enum Command {
         /// Call records the directory family seeds (history's bound is for 1 000 000)
         #[arg(long, default_value_t = 1_000_000)]
         cdr_rows: usize,
+        /// The scale family's largest number of live sessions (it measures
+        /// 1 000, 10 000, … up to this)
+        #[arg(long, default_value_t = 1_000_000)]
+        scale_max: usize,
     },
     /// Drive one URL with keep-alive load and print req/s and latency percentiles
     Load {
@@ -98,6 +101,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             out,
             strict,
             cdr_rows,
+            scale_max,
         } => {
             let settings = Settings {
                 duration: Duration::from_secs(duration.max(1)),
@@ -106,6 +110,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 pin,
                 only,
                 cdr_rows,
+                scale_max,
             };
             let report = suite::run(&settings)?;
             let path = report
@@ -152,6 +157,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
                     expect: None,
                 }],
                 schedule: vec![0],
+                sticky: false,
+                until: None,
                 judge: None,
             };
             let outcome = load::run(&plan, &AtomicU64::new(0)).map_err(|e| e.to_string())?;

@@ -1,6 +1,6 @@
 //! A run's results: rows (one per scenario, with its ratio to a floor measured in
-//! the same run), targets met or not, notes; written as Markdown, JSON and an SVG
-//! chart side by side.
+//! the same run), targets met or not, costs measured at several sizes of the
+//! work (curves), notes; written as Markdown, JSON and SVG charts side by side.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,18 @@ impl Target {
     }
 }
 
+/// One cost measured at several sizes of the work (e.g. verifier start-up
+/// against live sessions), for the table of curves and their line chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    pub name: String,
+    pub unit: String,
+    /// What the sizes count ("live sessions").
+    pub x: String,
+    /// (size, value), smallest size first.
+    pub points: Vec<(f64, f64)>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub started: String,
@@ -103,6 +115,7 @@ pub struct Report {
     pub pinned: bool,
     pub rows: Vec<Row>,
     pub targets: Vec<Target>,
+    pub curves: Vec<Curve>,
     pub notes: Vec<String>,
 }
 
@@ -120,6 +133,7 @@ impl Report {
             pinned,
             rows: Vec::new(),
             targets: Vec::new(),
+            curves: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -166,6 +180,10 @@ impl Report {
 
     pub fn target(&mut self, target: Target) {
         self.targets.push(target);
+    }
+
+    pub fn curve(&mut self, curve: Curve) {
+        self.curves.push(curve);
     }
 
     pub fn note(&mut self, note: &str) {
@@ -234,10 +252,156 @@ impl Report {
                 }
             );
         }
+        self.curves_markdown(&mut md);
         for n in &self.notes {
             let _ = writeln!(md, "\n- {n}");
         }
         md
+    }
+
+    /// The curves as one table: a row per cost, a column per size.
+    fn curves_markdown(&self, md: &mut String) {
+        let Some(first) = self.curves.first() else {
+            return;
+        };
+        let sizes = self.curve_sizes();
+        let _ = write!(md, "\n| cost, by {} |", first.x);
+        for size in &sizes {
+            let _ = write!(md, " {size:.0} |");
+        }
+        md.push_str("\n|---|");
+        md.push_str(&"---:|".repeat(sizes.len()));
+        md.push('\n');
+        for c in &self.curves {
+            let _ = write!(md, "| {} ({}) |", c.name, c.unit);
+            for size in &sizes {
+                match c.points.iter().find(|(x, _)| x == size) {
+                    Some((_, v)) => {
+                        let _ = write!(md, " {} |", significant(*v));
+                    }
+                    None => md.push_str(" - |"),
+                }
+            }
+            md.push('\n');
+        }
+    }
+
+    /// Every size any curve was measured at, smallest first.
+    fn curve_sizes(&self) -> Vec<f64> {
+        let mut sizes: Vec<f64> = self
+            .curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|(x, _)| *x))
+            .collect();
+        sizes.sort_by(f64::total_cmp);
+        sizes.dedup();
+        sizes
+    }
+
+    /// One line per curve, each relative to its value at its smallest size,
+    /// on log-log axes: a flat line is a cost that does not grow with the
+    /// work, the dashed one grows in proportion to it. Each line ends with its
+    /// last value in its own unit. None without curves.
+    pub fn curves_svg(&self) -> Option<String> {
+        const COLORS: [&str; 12] = [
+            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+            "#bcbd22", "#7f7f7f", "#393b79", "#ad494a",
+        ];
+        let first = self.curves.first()?;
+        let sizes = self.curve_sizes();
+        let (x0, x1) = (*sizes.first()?, *sizes.last()?);
+        let relative: Vec<(&Curve, Vec<(f64, f64)>)> = self
+            .curves
+            .iter()
+            .filter_map(|c| {
+                let base = c.points.iter().map(|p| p.1).find(|v| *v > 0.0)?;
+                let points = c
+                    .points
+                    .iter()
+                    .filter(|(x, v)| *x > 0.0 && *v > 0.0)
+                    .map(|(x, v)| (*x, v / base))
+                    .collect();
+                Some((c, points))
+            })
+            .collect();
+        // The y range holds every line, 1 and the proportional line's end.
+        let (mut y0, mut y1) = (1.0f64, (x1 / x0).max(1.0));
+        for (_, points) in &relative {
+            for (_, r) in points {
+                y0 = y0.min(*r);
+                y1 = y1.max(*r);
+            }
+        }
+        let (y0, y1) = (y0.log10().floor(), y1.log10().ceil().max(y0.log10() + 1.0));
+        let (left, top, plot_w, plot_h) = (70.0, 40.0, 520.0, 320.0);
+        let span_x = (x1.log10() - x0.log10()).max(1e-9);
+        let px = |x: f64| left + (x.log10() - x0.log10()) / span_x * plot_w;
+        let py = |r: f64| top + plot_h - (r.log10() - y0) / (y1 - y0) * plot_h;
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">softphone-bench {started} — cost against {x} (log-log), relative to the smallest size</text>\n\
+             <rect x=\"{left}\" y=\"{top}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"#999\"/>\n\
+             <text x=\"{cx}\" y=\"{xy}\" text-anchor=\"middle\">{x}</text>\n",
+            w = left + plot_w + 330.0,
+            h = top + plot_h + 50.0,
+            started = escape(&self.started),
+            x = escape(&first.x),
+            cx = left + plot_w / 2.0,
+            xy = top + plot_h + 40.0,
+        );
+        for size in &sizes {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{size:.0}</text>",
+                px(*size),
+                top + plot_h + 18.0
+            );
+        }
+        for decade in y0 as i32..=y1 as i32 {
+            let y = py(10f64.powi(decade));
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\n\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}×</text>",
+                left + plot_w,
+                left - 6.0,
+                y + 4.0,
+                significant(10f64.powi(decade))
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\" stroke-dasharray=\"4 4\"/>",
+            px(x0),
+            py(1.0),
+            px(x1),
+            py(x1 / x0)
+        );
+        for (i, (curve, points)) in relative.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let line: Vec<String> = points
+                .iter()
+                .map(|(x, r)| format!("{:.1},{:.1}", px(*x), py(*r)))
+                .collect();
+            let _ = writeln!(
+                svg,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                line.join(" ")
+            );
+            let last = curve.points.last().map_or(0.0, |p| p.1);
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}: {} {}</text>",
+                left + plot_w + 12.0,
+                top + 14.0 + 18.0 * i as f64,
+                escape(&curve.name),
+                significant(last),
+                escape(&curve.unit)
+            );
+        }
+        svg.push_str("</svg>\n");
+        Some(svg)
     }
 
     /// Horizontal bars of req/s (log scale) with each scenario's p99 beside it.
@@ -281,7 +445,8 @@ impl Report {
         svg
     }
 
-    /// Writes `<dir>/bench-<stamp>.{md,json,svg}` and returns the Markdown path.
+    /// Writes `<dir>/bench-<stamp>.{md,json,svg}` (and `bench-<stamp>-curves.svg`
+    /// when there are curves) and returns the Markdown path.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let stamp: String = self.started.chars().filter(char::is_ascii_digit).collect();
@@ -293,8 +458,20 @@ impl Report {
             serde_json::to_vec_pretty(self).unwrap_or_default(),
         )?;
         std::fs::write(base.with_extension("svg"), self.svg())?;
+        if let Some(svg) = self.curves_svg() {
+            std::fs::write(dir.join(format!("bench-{stamp}-curves.svg")), svg)?;
+        }
         Ok(md)
     }
+}
+
+/// A value with three significant digits and no exponent (0.000123, 1.06, 117, 120000).
+fn significant(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
 }
 
 fn escape(text: &str) -> String {

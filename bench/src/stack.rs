@@ -31,6 +31,8 @@ pub struct Settings {
     pub only: Vec<String>,
     /// Call records the `directory` family seeds.
     pub cdr_rows: usize,
+    /// The largest number of live sessions the scale family seeds.
+    pub scale_max: usize,
 }
 
 /// Everything a scenario can talk to.
@@ -212,6 +214,8 @@ pub(crate) fn plan(settings: &Settings, addr: SocketAddr, requests: Vec<Request>
         threads: settings.threads,
         requests,
         schedule,
+        sticky: false,
+        until: None,
         judge: None,
     }
 }

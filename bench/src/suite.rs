@@ -2,7 +2,9 @@
 //! in a fixed order and returns their report.
 
 use crate::report::Report;
-use crate::scenarios::{directory, generator, issuer, media, mikopbx, nchan, peers, verifier};
+use crate::scenarios::{
+    directory, generator, issuer, media, mikopbx, nchan, peers, scale, verifier,
+};
 use crate::stack::{self, Settings, Stack};
 
 pub fn run(settings: &Settings) -> Result<Report, String> {
@@ -40,6 +42,9 @@ pub fn run(settings: &Settings) -> Result<Report, String> {
     }
     if wanted("directory") {
         directory::run(settings, &mut report)?;
+    }
+    if wanted("scale") {
+        scale::run(settings, stack.bare_addr, &mut report)?;
     }
     if wanted("generator") {
         generator::run(settings, &stack, &mut report)?;

@@ -33,6 +33,9 @@ fn suite(name: &str, extra: &[&str]) -> (softphone_testkit::TestDir, String) {
             // and links, seeded in a moment by a debug build.
             "--cdr-rows",
             "20000",
+            // The scale family at 1 000 and 10 000 sessions, not a million.
+            "--scale-max",
+            "10000",
         ])
         .args(extra)
         .arg("--out")
@@ -86,21 +89,35 @@ fn the_suite_runs_every_scenario_and_writes_its_reports() {
         "peer-lua-luaossl",
         "peer-php-fpm",
         "peer-lua-ffi-1w",
+        "scale-verifier-1000",
+        "scale-verifier-10000",
+        "scale-floor-10000",
+        "scale-refresh-10000",
+        "scale-login-10000",
+        "scale-purge-profile-10000",
+        "scale-purge-refresh-10000",
+        "scale-burst",
     ] {
         assert!(
             stdout.contains(&format!("| {scenario} — ")),
             "{scenario} missing:\n{stdout}"
         );
     }
+    for target in [
+        "| requests allowed after their logout's 200 | 0.000 | <= 0 | yes |",
+        "| scale: logouts among 10000 sessions allowed on the next request | 0.000 | <= 0 | yes |",
+    ] {
+        assert!(stdout.contains(target), "{target} missing:\n{stdout}");
+    }
     assert!(
-        stdout.contains("| requests allowed after their logout's 200 | 0.000 | <= 0 | yes |"),
+        stdout.contains("| cost, by live sessions | 1000 | 10000 |"),
         "{stdout}"
     );
     let files: Vec<String> = std::fs::read_dir(out_dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    for ext in [".md", ".json", ".svg"] {
+    for ext in [".md", ".json", ".svg", "-curves.svg"] {
         assert!(
             files.iter().any(|f| f.ends_with(ext)),
             "no {ext} in {files:?}"
@@ -134,6 +151,7 @@ fn only_takes_families_comma_separated() {
         "peer-floor",
         "issuer-floor",
         "generator-ours",
+        "scale-verifier-1000",
     ] {
         assert!(
             !stdout.contains(&format!("| {scenario} — ")),

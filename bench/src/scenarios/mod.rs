@@ -8,4 +8,5 @@ pub(crate) mod media;
 pub(crate) mod mikopbx;
 pub(crate) mod nchan;
 pub(crate) mod peers;
+pub(crate) mod scale;
 pub(crate) mod verifier;

@@ -173,7 +173,7 @@ fn mixed_run(settings: &Settings, stack: &Stack, valid: Vec<Request>) -> Result<
 }
 
 /// Logs the session of `access` out at the issuer.
-fn logout(issuer: SocketAddr, access: &str) -> Response {
+pub(crate) fn logout(issuer: SocketAddr, access: &str) -> Response {
     request(
         issuer,
         "POST",
