@@ -11,7 +11,9 @@
 //! Each write runs in a savepoint of its own: one that fails is undone and
 //! answered with its error, the others commit.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Duration;
 
 use softphone_shared::store::Store;
 use tokio::sync::oneshot;
@@ -31,20 +33,55 @@ type Deliver = Box<dyn FnOnce(bool) + Send>;
 /// A write: runs on the thread, says whether it succeeded, and how to answer.
 type Job = Box<dyn FnOnce(&mut Store) -> (bool, Deliver) + Send>;
 
+/// How often the checkpoint thread copies the log back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 /// The handle requests write through.
 #[derive(Debug, Clone)]
 pub struct Writer {
     jobs: SyncSender<Job>,
+    /// The checkpoint thread runs while a handle exists.
+    _alive: Arc<()>,
 }
 
 impl Writer {
-    /// Starts the thread that owns `store`. It ends when every handle is gone.
-    pub fn start(store: Store) -> std::io::Result<Writer> {
+    /// Starts the thread that owns `store`, and one that checkpoints on
+    /// `checkpointer` (another connection to the same database), so that no
+    /// batch waits for a checkpoint's writes and fsync. Both end when every
+    /// handle is gone.
+    pub fn start(store: Store, checkpointer: Store) -> Result<Writer> {
+        store.leave_checkpoints_to_another()?;
         let (jobs, queue) = mpsc::sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || run(store, queue))?;
-        Ok(Writer { jobs })
+        let alive = Arc::new(());
+        let watched = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                while watched.upgrade().is_some() {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    // Said once, not twice a second while the disk is full.
+                    match checkpointer.checkpoint() {
+                        Err(e) if !failing => {
+                            failing = true;
+                            eprintln!("softphone-issuer: checkpoint failed (the log grows until it works): {e}");
+                        }
+                        Err(_) => {}
+                        Ok(()) if failing => {
+                            failing = false;
+                            eprintln!("softphone-issuer: checkpoints work again");
+                        }
+                        Ok(()) => {}
+                    }
+                }
+            })?;
+        Ok(Writer {
+            jobs,
+            _alive: alive,
+        })
     }
 
     /// Runs `f` on the writer connection in the next batch, and returns its

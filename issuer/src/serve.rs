@@ -5,10 +5,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use softphone_shared::config::Config;
-use softphone_shared::store::PURGE_BATCH;
 use softphone_shared::systemd;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
@@ -110,17 +109,49 @@ async fn housekeeping(app: Arc<App>) {
         app.throttle().prune_all(now);
         app.refresh_rate()
             .prune(now, refresh_rate::Limits::from_config(&app.config()));
-        // In bounded steps, each one write among the requests' (a million
-        // expired sessions must not hold the writer for seconds).
-        let mut purged = 0;
-        while let Ok(step) = app.write(move |store| store.purge_expired(now)).await {
-            purged += step;
-            if step < PURGE_BATCH {
-                break;
-            }
-        }
+        let purged = purge(&app, now).await;
         if purged > 0 {
             eprintln!("softphone-issuer: purged {purged} expired session(s)");
         }
     }
+}
+
+/// How long one purge step's own work (its deletions, not the commit it
+/// shares with the requests' writes) may take.
+const PURGE_STEP_TARGET: Duration = Duration::from_millis(2);
+/// Rows a purge step starts with, and most it may take.
+const PURGE_STEP_FIRST: usize = 50;
+const PURGE_STEP_MOST: usize = 2000;
+
+/// Deletes the expired sessions every verifier has forgotten, in steps whose
+/// own work takes about [`PURGE_STEP_TARGET`] (a step's rows are doubled or
+/// halved after each: a deleted row costs ten times more in a table of a
+/// million random keys than in a small one), with a pause of twice that work
+/// after each, so a backlog of a million leaves requests two thirds of the
+/// writer's time. Returns how many it deleted.
+async fn purge(app: &App, now: i64) -> usize {
+    let mut purged = 0;
+    let mut step = PURGE_STEP_FIRST;
+    loop {
+        let Ok((deleted, work)) = app
+            .write(move |store| {
+                let began = Instant::now();
+                Ok((store.purge_expired(now, step)?, began.elapsed()))
+            })
+            .await
+        else {
+            break;
+        };
+        purged += deleted;
+        if deleted < step {
+            break;
+        }
+        step = if work > PURGE_STEP_TARGET {
+            (step / 2).max(1)
+        } else {
+            (step * 2).min(PURGE_STEP_MOST)
+        };
+        tokio::time::sleep(work * 2).await;
+    }
+    purged
 }

@@ -60,7 +60,10 @@ impl App {
     /// Loads (or creates) the key and database and opens the security log.
     pub fn open(config: Config) -> Result<App> {
         let keys = LiveKeys::open(&config.key_file(), "softphone-issuer")?;
-        let writer = Writer::start(Store::open(&config.database())?)?;
+        let writer = Writer::start(
+            Store::open(&config.database())?,
+            Store::open(&config.database())?,
+        )?;
         let reader = Store::open_read_only(&config.database())?;
         let scrape_reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;

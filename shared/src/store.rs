@@ -131,10 +131,6 @@ const MIGRATIONS: &[&str] = &[
 /// tombstone (migration 4 writes this number into its trigger).
 pub const FORGOTTEN_AFTER: i64 = 3600;
 
-/// Sessions one purge deletes at most: one write of a batch, so a purge of a
-/// million sessions never holds the writer for long.
-pub const PURGE_BATCH: usize = 1000;
-
 /// How long a deletion's tombstone is kept: a running verifier reads it within
 /// a second; one that falls further behind re-reads everything anyway.
 const TOMBSTONE_KEEP: i64 = 3600;
@@ -382,6 +378,9 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // A writer touches pages all over a table of a million sessions (its
+        // key is random): keep 32 MiB of them rather than SQLite's 2.
+        conn.pragma_update(None, "cache_size", -32 * 1024)?;
         let mut store = Store {
             epoch: Some(Epoch::open(&Epoch::path_for(path))?),
             conn,
@@ -461,6 +460,22 @@ impl Store {
                     .transaction_with_behavior(TransactionBehavior::Immediate)?,
             )
         })
+    }
+
+    /// Leaves checkpoints (copying the log back into the database) to
+    /// [`Store::checkpoint`] on another connection, so that no commit of this
+    /// one pays for them.
+    pub fn leave_checkpoints_to_another(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// Copies what the log holds back into the database, as far as readers
+    /// allow, without waiting for writers (`PASSIVE`).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// Starts a batch: takes the write lock (`BEGIN IMMEDIATE`).
@@ -773,16 +788,19 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes up to [`PURGE_BATCH`] sessions that expired more than
+    /// Deletes up to `limit` sessions that expired more than
     /// [`FORGOTTEN_AFTER`] seconds ago (their tokens are dead, every verifier
     /// forgot them), and old tombstones; returns how many sessions it
-    /// deleted. Call it again while it returns [`PURGE_BATCH`].
-    pub fn purge_expired(&mut self, now: i64) -> Result<usize> {
+    /// deleted. Call it again while it returns `limit`.
+    pub fn purge_expired(&mut self, now: i64, limit: usize) -> Result<usize> {
         let tx = self.write()?;
         let purged = tx.execute(
             "DELETE FROM sessions WHERE sid IN (
                 SELECT sid FROM sessions INDEXED BY sessions_live WHERE expires < ?1 LIMIT ?2)",
-            params![now.saturating_sub(FORGOTTEN_AFTER), PURGE_BATCH as i64],
+            params![
+                now.saturating_sub(FORGOTTEN_AFTER),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
         )?;
         tx.execute(
             "DELETE FROM session_deletions WHERE at < ?1",
@@ -1211,7 +1229,7 @@ mod tests {
         let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
         // The trigger reads the wall clock: so must the test.
         let now = crate::unix_now();
-        let old = PURGE_BATCH + 10;
+        let (step, old) = (1000, 1010);
         for i in 0..old {
             store
                 .create_session(
@@ -1226,9 +1244,9 @@ mod tests {
         store
             .create_session(&session("live", now + 3600), usize::MAX)
             .unwrap();
-        assert_eq!(store.purge_expired(now).unwrap(), PURGE_BATCH);
-        assert_eq!(store.purge_expired(now).unwrap(), 10);
-        assert_eq!(store.purge_expired(now).unwrap(), 0);
+        assert_eq!(store.purge_expired(now, step).unwrap(), step);
+        assert_eq!(store.purge_expired(now, step).unwrap(), 10);
+        assert_eq!(store.purge_expired(now, step).unwrap(), 0);
         let left: i64 = store
             .conn
             .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
