@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use softphone_issuer::listing::FRESH_FOR;
-use softphone_testkit::mikopbx::{self, Cdr, Peer};
+use softphone_testkit::mikopbx::{self, Cdr};
 use softphone_testkit::{BASE, Daemons, TestDir};
 
 use crate::load::Request;
@@ -37,21 +37,8 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
     let cdr = fixture.path().join("cdr.db");
     let root = fixture.path().join("monitor");
     let seeding = Instant::now();
-    let secrets: Vec<(String, String)> = (0..EXTENSIONS)
-        .map(|i| (format!("{}", 2000 + i), format!("Secret{i}-x7Qz")))
-        .collect();
-    let peers: Vec<Peer<'_>> = secrets
-        .iter()
-        .enumerate()
-        .map(|(i, (extension, secret))| Peer {
-            extension,
-            secret,
-            kind: "peer",
-            disabled: "0",
-            user_id: Some(i as i64 + 1),
-        })
-        .collect();
-    mikopbx::create(&db, &peers);
+    let secrets = mikopbx::numbered(2000, EXTENSIONS);
+    mikopbx::create(&db, &mikopbx::enabled_peers(&secrets, true));
     let day = seed_calls(&cdr, &root, settings.cdr_rows)?;
     let seeded = seeding.elapsed();
 

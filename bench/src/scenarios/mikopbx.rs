@@ -6,7 +6,7 @@
 //! `login_failure_delay_ms`.
 
 use softphone_shared::config::Config;
-use softphone_testkit::mikopbx::{self, Peer};
+use softphone_testkit::mikopbx;
 use softphone_testkit::{Daemons, TestDir};
 
 use crate::report::Report;
@@ -20,20 +20,8 @@ const OTHER_TABLES: usize = 60;
 pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     let fixture = TestDir::new("bench-mikopbx");
     let db = fixture.path().join("mikopbx.db");
-    let names: Vec<(String, String)> = (0..PEERS)
-        .map(|i| (format!("{}", 2000 + i), format!("Secret{i}-x7Qz")))
-        .collect();
-    let peers: Vec<Peer<'_>> = names
-        .iter()
-        .map(|(extension, secret)| Peer {
-            extension,
-            secret,
-            kind: "peer",
-            disabled: "0",
-            user_id: None,
-        })
-        .collect();
-    mikopbx::create(&db, &peers);
+    let names = mikopbx::numbered(2000, PEERS);
+    mikopbx::create(&db, &mikopbx::enabled_peers(&names, false));
     mikopbx::pad_schema(&db, OTHER_TABLES);
     // With the delay refused logins get in production: it is what holds a
     // flood of cheap PBX logins down.

@@ -23,7 +23,7 @@ use softphone_shared::store::{RevokeReason, Store};
 use softphone_shared::token::{self, Claims, TokenType};
 use softphone_shared::unix_now;
 use softphone_shared::users::{Credential, Secret, User};
-use softphone_testkit::mikopbx::{self, Peer};
+use softphone_testkit::mikopbx;
 use softphone_testkit::{Daemons, TestDir};
 
 use crate::load::{self, Judge, Outcome, Request};
@@ -123,22 +123,9 @@ impl Fixture {
         let pbx = TestDir::new("bench-scale-pbx");
         let db = pbx.path().join("mikopbx.db");
         let count = (largest / SESSIONS_PER_USER).max(LOGIN_USERS);
-        let names: Vec<(String, String)> = (0..count)
-            .map(|i| ((FIRST_EXTENSION + i).to_string(), format!("Secret{i}-x7Qz")))
-            .collect();
-        let peers: Vec<Peer<'_>> = names
-            .iter()
-            .enumerate()
-            .map(|(i, (extension, secret))| Peer {
-                extension,
-                secret,
-                kind: "peer",
-                disabled: "0",
-                user_id: Some(i as i64 + 1),
-            })
-            .collect();
+        let names = mikopbx::numbered(FIRST_EXTENSION, count);
         eprintln!("  scale: a PBX fixture with {count} extensions");
-        mikopbx::create(&db, &peers);
+        mikopbx::create(&db, &mikopbx::enabled_peers(&names, true));
         let d = Daemons::start_with(
             "bench-scale",
             daemon_options(settings).with(

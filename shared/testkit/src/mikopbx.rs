@@ -17,6 +17,30 @@ pub struct Peer<'a> {
     pub user_id: Option<i64>,
 }
 
+/// `count` extensions numbered from `first`, each with a secret of its own:
+/// (number, secret) pairs for [`enabled_peers`] and for logging in.
+pub fn numbered(first: usize, count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| ((first + i).to_string(), format!("Secret{i}-x7Qz")))
+        .collect()
+}
+
+/// Enabled SIP peers of `numbered`'s pairs; with `users`, each linked to a
+/// `m_Users` row of its own (ids from 1).
+pub fn enabled_peers(numbered: &[(String, String)], users: bool) -> Vec<Peer<'_>> {
+    numbered
+        .iter()
+        .enumerate()
+        .map(|(i, (extension, secret))| Peer {
+            extension,
+            secret,
+            kind: "peer",
+            disabled: "0",
+            user_id: users.then_some(i as i64 + 1),
+        })
+        .collect()
+}
+
 /// Creates the tables (as MikoPBX declares them: mostly untyped text columns),
 /// in one transaction: the bench's fixture holds 100 000 peers.
 pub fn create(path: &Path, peers: &[Peer<'_>]) {
