@@ -7,28 +7,32 @@ use std::sync::Arc;
 use serde::Serialize;
 use softphone_shared::features::Features;
 use softphone_shared::token::PAYLOAD_BUF;
+use softphone_shared::users::mikopbx::Version;
 use softphone_shared::users::{DirectoryEntry, builtin};
 use warp::reply::Response;
 
 use crate::ApiError;
 use crate::handlers::{Meta, authorize};
-use crate::state::{App, blocking};
+use crate::state::App;
 
 pub async fn users(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     let mut buf = [0u8; PAYLOAD_BUF];
     authorize(&app, &meta, &mut buf).await?;
     let listing = app
         .directory()
-        .get(|| async {
-            let users = match app.pbx() {
-                Some(pbx) => blocking(move || pbx.listings.directory()).await?,
-                None => app.read(|store| builtin::directory(store)).await?,
-            };
-            body(&Users {
-                success: true,
-                users: &users,
-            })
-        })
+        .get(
+            || pbx_version(&app),
+            || async {
+                let users = match app.pbx() {
+                    Some(pbx) => app.read_pbx(move || pbx.listings.directory()).await?,
+                    None => app.read(|store| builtin::directory(store)).await?,
+                };
+                body(&Users {
+                    success: true,
+                    users: &users,
+                })
+            },
+        )
         .await?;
     Ok(listing.respond(meta.if_none_match.as_ref()))
 }
@@ -38,19 +42,32 @@ pub async fn features(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {
     authorize(&app, &meta, &mut buf).await?;
     let listing = app
         .features()
-        .get(|| async {
-            let configured = Features::from_config(&app.config());
-            let features = match app.pbx() {
-                Some(pbx) => blocking(move || pbx.listings.features(&configured)).await?,
-                None => configured,
-            };
-            body(&FeatureCodes {
-                success: true,
-                features: &features,
-            })
-        })
+        .get(
+            || pbx_version(&app),
+            || async {
+                let configured = Features::from_config(&app.config());
+                let features = match app.pbx() {
+                    Some(pbx) => {
+                        app.read_pbx(move || pbx.listings.features(&configured))
+                            .await?
+                    }
+                    None => configured,
+                };
+                body(&FeatureCodes {
+                    success: true,
+                    features: &features,
+                })
+            },
+        )
         .await?;
     Ok(listing.respond(meta.if_none_match.as_ref()))
+}
+
+/// The PBX database's version, for a listing made from it; `None` (made
+/// again whenever stale) for the `builtin` source, or when it cannot be read.
+async fn pbx_version(app: &App) -> Option<Version> {
+    let pbx = app.pbx()?;
+    app.read_pbx(move || pbx.listings.version()).await.ok()
 }
 
 #[derive(Serialize)]

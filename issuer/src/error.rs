@@ -148,6 +148,13 @@ impl ApiError {
 
 impl warp::reject::Reject for ApiError {}
 
+/// A database or file error behind a request: logged (database messages
+/// name tables and constraints, never values) and answered as a 500.
+pub fn internal(e: &softphone_shared::Error) -> ApiError {
+    eprintln!("softphone-issuer: {e}");
+    ApiError::Internal
+}
+
 /// Serialises `body` compactly with the headers every answer carries.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     // Our bodies are structs of strings and numbers; serialisation cannot fail.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use softphone_shared::store::Store;
 use tokio::sync::oneshot;
 
+use crate::error::internal;
 use crate::{ApiError, Result};
 
 /// Most writes in one batch: bounds how long the first of them waits for the
@@ -123,12 +124,6 @@ impl Writer {
         }
         answered.await.unwrap_or(Err(ApiError::Internal))
     }
-}
-
-/// Database messages name tables and constraints, never values.
-fn internal(e: &softphone_shared::Error) -> ApiError {
-    eprintln!("softphone-issuer: {e}");
-    ApiError::Internal
 }
 
 fn run(mut store: Store, queue: Receiver<Job>) {

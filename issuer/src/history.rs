@@ -29,7 +29,7 @@ pub async fn history(app: Arc<App>, meta: Meta, query: String) -> Result<Respons
     let recordings_dir = app.config().recordings_dir();
     let history = match app.calls() {
         Some(cdr) => {
-            blocking(move || {
+            app.read_pbx(move || {
                 let recordings = Recordings::new(&recordings_dir);
                 calls::history(&cdr, &extension, day, MAX_CALLS, &recordings)
             })

@@ -10,6 +10,7 @@ pub mod group_commit;
 pub mod handlers;
 pub mod hashing;
 pub mod history;
+pub mod lane;
 pub mod listing;
 pub mod metrics;
 pub mod nginx;

@@ -1,12 +1,16 @@
-//! The issuer's shared state and the two ways work leaves the async threads:
-//! database calls (short, on the blocking pool) and password checks (long, on
-//! dedicated low-priority threads, so a login flood queues instead of starving
-//! refresh and profile).
+//! The issuer's shared state and the ways work leaves the async threads: our
+//! own database's reads (short, on the blocking pool) and writes (on the
+//! group-commit thread), reads of the PBX's databases for what the app shows
+//! (about a millisecond each, one at a time in a [`Lane`]), and password
+//! checks (long, on dedicated low-priority threads, so a login flood queues
+//! instead of starving refresh and profile).
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::error::internal;
 use crate::group_commit::Writer;
 use crate::hashing::{Hasher, Queue};
+use crate::lane::Lane;
 use crate::listing::Cached;
 use crate::metrics::Metrics;
 use crate::refresh_rate::RefreshRate;
@@ -37,8 +41,11 @@ pub struct App {
     /// its lookups never wait for the store's connections.
     pbx: RwLock<Option<Arc<Pbx>>>,
     /// MikoPBX's call records (`history`), when configured; a handle of its
-    /// own, read on the blocking pool like the PBX database.
+    /// own, read in the `pbx_reads` lane.
     calls: RwLock<Option<Arc<PbxDatabase>>>,
+    /// Where a day of call records, the directory and the feature codes are
+    /// read from the PBX's databases, one at a time.
+    pbx_reads: Lane,
     /// `GET users` and `GET features`, made at most once a second.
     directory: Cached,
     features: Cached,
@@ -70,6 +77,7 @@ impl App {
         Ok(App {
             pbx: RwLock::new(pbx_of(&config.user_source)),
             calls: RwLock::new(calls_of(&config)),
+            pbx_reads: Lane::start("pbx-reads")?,
             directory: Cached::default(),
             features: Cached::default(),
             throttle: Throttle::new(Limits::from_config(&config)),
@@ -221,6 +229,16 @@ impl App {
         &self.features
     }
 
+    /// Runs `f`, a read of the PBX's databases for an answer (not a login's or
+    /// a refresh's lookup), in the lane: after the reads before it.
+    pub async fn read_pbx<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> softphone_shared::Result<T> + Send + 'static,
+    {
+        self.pbx_reads.run(f).await
+    }
+
     /// Looks a login name up in the configured user source, off the async
     /// threads (not for logins: see [`Pbx::logins`]).
     pub async fn find_user(&self, username: String) -> Result<Option<Credential>, ApiError> {
@@ -299,11 +317,7 @@ where
     let joined = tokio::task::spawn_blocking(f).await;
     match joined {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            // Database messages name tables and constraints, never values.
-            eprintln!("softphone-issuer: {e}");
-            Err(ApiError::Internal)
-        }
+        Ok(Err(e)) => Err(internal(&e)),
         Err(e) => {
             eprintln!("softphone-issuer: blocking task failed: {e}");
             Err(ApiError::Internal)

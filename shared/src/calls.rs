@@ -4,14 +4,18 @@
 //!
 //! MikoPBX writes `start` as local-time text (`2024-01-15 10:23:45.123`), so a
 //! day is the text range `[day, next day)` on `start`. MikoPBX indexes `start`,
-//! `src_num`, `dst_num`, `linkedid`, `UNIQUEID`, `src_chan` and `dst_chan`
-//! (we never add one to a database that is not ours), which gives two ways to
-//! the rows: that day's calls of the whole PBX (the `start` index), or every
-//! call the user ever made or took (the two number indexes). Which one reads
-//! fewer rows differs by user and day, so each request first counts both in
-//! the indexes alone (tens of microseconds) and reads the smaller; the `+`
-//! before a column keeps SQLite off its index, so each query walks the index
-//! it was chosen for.
+//! `src_num`, `dst_num`, `linkedid`, `UNIQUEID`, `src_chan` and `dst_chan`,
+//! each alone (we never add one to a database that is not ours). Neither
+//! single index finds a user's day: the day's calls of the whole PBX (`start`)
+//! are thousands of rows on a busy PBX, and the user's calls ever (the number
+//! indexes) are thousands more on a busy extension. But every index also
+//! holds the row's `id`, in order within one number: so the day is first
+//! turned into the range of ids its records have (read in the `start` index
+//! alone, never touching the table), and then each number index gives the
+//! user's rows inside that id range only. That reads the user's calls of
+//! about that day and nothing else, whatever order MikoPBX wrote them in (a
+//! record is written when the call ends, so ids follow end times, not starts:
+//! the range is the smallest and the largest id of the day, not a guess).
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -128,39 +132,24 @@ pub struct History {
     pub truncated: bool,
 }
 
-/// The columns of a call, for either way to the rows.
-macro_rules! history_query {
-    ($filter:literal) => {
-        concat!(
-            "SELECT id,
-                CAST(src_num AS TEXT), CAST(dst_num AS TEXT),
-                CAST(strftime('%s', start, 'utc') AS INTEGER),
-                CAST(strftime('%s', NULLIF(answer, ''), 'utc') AS INTEGER),
-                CAST(strftime('%s', NULLIF(endtime, ''), 'utc') AS INTEGER),
-                CAST(duration AS INTEGER), CAST(billsec AS INTEGER),
-                CAST(disposition AS TEXT), CAST(recordingfile AS TEXT),
-                CAST(linkedid AS TEXT), CAST(transfer AS INTEGER)
-            FROM cdr_general
-            WHERE ",
-            $filter,
-            " ORDER BY start DESC, id DESC LIMIT ?4"
-        )
-    };
-}
+/// The ids of one day's records: ?1 and ?2 are the day's bounds.
+const DAY_IDS: &str = "SELECT min(id), max(id) FROM cdr_general WHERE start >= ?1 AND start < ?2";
 
-/// Through the `start` index: that day's calls of the whole PBX.
-const BY_DAY: &str =
-    history_query!("start >= ?2 AND start < ?3 AND (+src_num = ?1 OR +dst_num = ?1)");
-/// Through the number indexes: every call of the user, then that day's.
-const BY_NUMBER: &str =
-    history_query!("(src_num = ?1 OR dst_num = ?1) AND +start >= ?2 AND +start < ?3");
-/// What each way reads, counted in the indexes without touching the table.
-/// The user's side is counted only up to the day's count (?2): a busy
-/// extension's whole history would cost more to count than the day to read.
-const COUNT_BY_DAY: &str = "SELECT count(*) FROM cdr_general WHERE start >= ?1 AND start < ?2";
-const COUNT_BY_NUMBER: &str = "SELECT
-    (SELECT count(*) FROM (SELECT 1 FROM cdr_general WHERE src_num = ?1 LIMIT ?2))
-    + (SELECT count(*) FROM (SELECT 1 FROM cdr_general WHERE dst_num = ?1 LIMIT ?2))";
+/// The user's (?1) records among the day's ids (?5 to ?6) that started that
+/// day (?2 to ?3), newest first, at most ?4. The `+` keeps SQLite off the
+/// `start` index, so each number index is walked over the id range only.
+const CALLS: &str = "SELECT id,
+        CAST(src_num AS TEXT), CAST(dst_num AS TEXT),
+        CAST(strftime('%s', start, 'utc') AS INTEGER),
+        CAST(strftime('%s', NULLIF(answer, ''), 'utc') AS INTEGER),
+        CAST(strftime('%s', NULLIF(endtime, ''), 'utc') AS INTEGER),
+        CAST(duration AS INTEGER), CAST(billsec AS INTEGER),
+        CAST(disposition AS TEXT), CAST(recordingfile AS TEXT),
+        CAST(linkedid AS TEXT), CAST(transfer AS INTEGER)
+    FROM cdr_general
+    WHERE ((src_num = ?1 AND id BETWEEN ?5 AND ?6) OR (dst_num = ?1 AND id BETWEEN ?5 AND ?6))
+        AND +start >= ?2 AND +start < ?3
+    ORDER BY start DESC, id DESC LIMIT ?4";
 
 /// A record as read, before its recording is looked for on disk.
 struct Row {
@@ -209,57 +198,43 @@ pub fn history(
 /// Up to `limit + 1` rows, so the caller knows whether there were more.
 fn query(conn: &Connection, extension: &str, day: Day, limit: usize) -> rusqlite::Result<Vec<Row>> {
     let (from, to) = (day.to_string(), day.end());
-    let by_day: i64 = conn
-        .prepare_cached(COUNT_BY_DAY)?
-        .query_row(rusqlite::params![from, to], |r| r.get(0))?;
-    let by_number: i64 = conn.prepare_cached(COUNT_BY_NUMBER)?.query_row(
-        rusqlite::params![extension, by_day.saturating_add(1)],
-        |r| r.get(0),
-    )?;
-    let sql = if by_number < by_day {
-        BY_NUMBER
-    } else {
-        BY_DAY
+    let ids: (Option<i64>, Option<i64>) = conn
+        .prepare_cached(DAY_IDS)?
+        .query_row(rusqlite::params![from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (Some(first), Some(last)) = ids else {
+        return Ok(Vec::new()); // Nobody called that day.
     };
-    read(conn, sql, extension, (&from, &to), limit)
-}
-
-/// The rows of `sql` (one of the two ways), newest first.
-fn read(
-    conn: &Connection,
-    sql: &str,
-    extension: &str,
-    (from, to): (&str, &str),
-    limit: usize,
-) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(sql)?;
     let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(rusqlite::params![extension, from, to, fetch], |r| {
-        let src: Option<String> = r.get(1)?;
-        let dst: Option<String> = r.get(2)?;
-        let (direction, peer) = if src.as_deref() == Some(extension) {
-            (Direction::Outgoing, dst)
-        } else {
-            (Direction::Incoming, src)
-        };
-        Ok(Row {
-            call: Call {
-                id: r.get(0)?,
-                start: r.get(3)?,
-                answer: r.get(4)?,
-                end: r.get(5)?,
-                duration: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
-                billsec: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
-                disposition: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                recording: None,
-                linkedid: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
-                transfer: r.get::<_, Option<i64>>(11)?.unwrap_or(0) != 0,
-                direction,
-                peer: peer.unwrap_or_default(),
-            },
-            recordingfile: r.get(9)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(CALLS)?;
+    let rows = stmt.query_map(
+        rusqlite::params![extension, from, to, fetch, first, last],
+        |r| {
+            let src: Option<String> = r.get(1)?;
+            let dst: Option<String> = r.get(2)?;
+            let (direction, peer) = if src.as_deref() == Some(extension) {
+                (Direction::Outgoing, dst)
+            } else {
+                (Direction::Incoming, src)
+            };
+            Ok(Row {
+                call: Call {
+                    id: r.get(0)?,
+                    start: r.get(3)?,
+                    answer: r.get(4)?,
+                    end: r.get(5)?,
+                    duration: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+                    billsec: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+                    disposition: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                    recording: None,
+                    linkedid: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                    transfer: r.get::<_, Option<i64>>(11)?.unwrap_or(0) != 0,
+                    direction,
+                    peer: peer.unwrap_or_default(),
+                },
+                recordingfile: r.get(9)?,
+            })
+        },
+    )?;
     rows.collect()
 }
 
@@ -299,82 +274,87 @@ mod tests {
         }
     }
 
-    /// Both ways to the rows read the same calls, each through the index it
-    /// was chosen for; a user with few calls ever takes the number indexes,
-    /// one with many the `start` index.
+    /// The id range finds exactly what a plain scan of the table finds, also
+    /// for records written out of order (a long call ends, and is written,
+    /// after calls that started later), and it reads the number indexes over
+    /// that range only.
     #[test]
-    fn both_ways_find_the_same_calls_through_their_own_index() {
-        let dir = softphone_testkit::TestDir::new("calls-plans");
+    fn the_day_s_id_range_finds_exactly_the_user_s_calls_of_that_day() {
+        use softphone_testkit::mikopbx::{Cdr, create_cdr, insert_calls};
+        let dir = softphone_testkit::TestDir::new("calls-ids");
         let db = dir.path().join("cdr.db");
-        softphone_testkit::mikopbx::create_cdr(&db);
-        let call = |start: &'static str, src: &'static str, dst: &'static str| {
-            softphone_testkit::mikopbx::Cdr {
-                start,
-                answer: "",
-                endtime: "",
-                src_num: src,
-                dst_num: dst,
-                disposition: "ANSWERED",
-                recordingfile: "",
-                linkedid: "l",
-                duration: 1,
-                billsec: 1,
-                transfer: 0,
-            }
+        create_cdr(&db);
+        let call = |start: &'static str, src: &'static str, dst: &'static str| Cdr {
+            start,
+            disposition: "ANSWERED",
+            linkedid: "l",
+            src_num: src,
+            dst_num: dst,
+            ..Cdr::default()
         };
-        // 201 calls every day of January; 202 once, on the 15th; others fill
-        // the 15th.
-        const DAYS: [&str; 28] = [
-            "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14",
-            "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28",
-        ];
-        let starts: Vec<String> = DAYS
-            .iter()
-            .map(|d| format!("2024-01-{d} 10:00:00"))
-            .collect();
-        let mut calls: Vec<_> = starts
-            .iter()
-            .map(|start| softphone_testkit::mikopbx::Cdr {
-                start,
-                ..call("", "201", "900")
-            })
-            .collect();
-        calls.push(call("2024-01-15 11:00:00", "901", "202"));
-        for _ in 0..40 {
-            calls.push(call("2024-01-15 12:00:00", "903", "904"));
-        }
-        softphone_testkit::mikopbx::insert_calls(&db, &calls);
+        insert_calls(
+            &db,
+            &[
+                call("2024-01-14 10:00:00", "201", "900"),
+                // Started the day before, written among the 15th's records.
+                call("2024-01-14 23:50:00", "201", "202"),
+                call("2024-01-15 09:00:00", "201", "900"),
+                call("2024-01-15 09:30:00", "903", "904"),
+                call("2024-01-15 10:00:00", "900", "201"),
+                // Started on the 15th, written after the 16th's first record.
+                call("2024-01-16 00:05:00", "202", "201"),
+                call("2024-01-15 23:55:00", "202", "201"),
+                call("2024-01-15 11:00:00", "201", "201"),
+                call("2024-01-16 10:00:00", "201", "900"),
+            ],
+        );
         let conn = Connection::open(&db).unwrap();
-        let day = Day::parse("2024-01-15").unwrap();
-        let (from, to) = (day.to_string(), day.end());
-        for (extension, want) in [("201", 1), ("202", 1), ("903", 40), ("999", 0)] {
-            let by_day = read(&conn, BY_DAY, extension, (&from, &to), 100).unwrap();
-            let by_number = read(&conn, BY_NUMBER, extension, (&from, &to), 100).unwrap();
-            let ids = |rows: &[Row]| rows.iter().map(|r| r.call.id).collect::<Vec<_>>();
-            assert_eq!(ids(&by_day), ids(&by_number), "{extension}");
-            assert_eq!(by_day.len(), want, "{extension}");
-            assert_eq!(query(&conn, extension, day, 100).unwrap().len(), want);
+        let mut scan = conn
+            .prepare(
+                "SELECT id FROM cdr_general NOT INDEXED
+                 WHERE (src_num = ?1 OR dst_num = ?1) AND start >= ?2 AND start < ?3
+                 ORDER BY start DESC, id DESC",
+            )
+            .unwrap();
+        for date in ["2024-01-14", "2024-01-15", "2024-01-16", "2024-01-17"] {
+            let day = Day::parse(date).unwrap();
+            for extension in ["201", "202", "900", "903", "999"] {
+                let want: Vec<i64> = scan
+                    .query_map(rusqlite::params![extension, date, day.end()], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                let got: Vec<i64> = query(&conn, extension, day, 100)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.call.id)
+                    .collect();
+                assert_eq!(got, want, "{extension} on {date}");
+            }
         }
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt
-                .query_map(rusqlite::params!["201", from, to, 10], |r| {
-                    r.get::<_, String>(3)
-                })
-                .unwrap();
-            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
-        };
-        let (day_plan, number_plan) = (plan(BY_DAY), plan(BY_NUMBER));
-        assert!(day_plan.contains("i_cdr_general_start"), "{day_plan}");
-        assert!(!day_plan.contains("_num"), "{day_plan}");
-        assert!(
-            number_plan.contains("i_cdr_general_src_num"),
-            "{number_plan}"
-        );
-        assert!(
-            number_plan.contains("i_cdr_general_dst_num"),
-            "{number_plan}"
-        );
+        let day = Day::parse("2024-01-15").unwrap();
+        assert_eq!(query(&conn, "201", day, 100).unwrap().len(), 4);
+        // One more than the limit, so the caller can tell it truncated.
+        assert_eq!(query(&conn, "201", day, 2).unwrap().len(), 3);
+
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {CALLS}"))
+            .unwrap();
+        let plan = plan
+            .query_map(rusqlite::params!["201", "a", "b", 10, 1, 2], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("; ");
+        for index in ["i_cdr_general_src_num", "i_cdr_general_dst_num"] {
+            assert!(
+                plan.contains(&format!("{index} (")) && plan.contains("rowid>? AND rowid<?"),
+                "{plan}"
+            );
+        }
+        assert!(!plan.contains("i_cdr_general_start"), "{plan}");
     }
 
     #[test]

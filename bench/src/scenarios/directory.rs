@@ -142,10 +142,12 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
         10.0,
     ));
 
-    // Remaking the directory from the PBX database, once it is stale.
-    let mut slowest = Duration::ZERO;
-    for _ in 0..COLD_SAMPLES {
-        std::thread::sleep(FRESH_FOR + Duration::from_millis(50));
+    // Once the listing is stale, a request looks at the PBX database: changed
+    // (a user renamed, as its web interface does), the directory is made
+    // again; unchanged, it is kept. To tell the remake from the rest, the
+    // same request right after, served from memory, on a fresh connection of
+    // the same client.
+    let users_once = || {
         let started = Instant::now();
         let r = softphone_testkit::request(
             d.issuer,
@@ -154,12 +156,36 @@ pub(crate) fn run(settings: &Settings, report: &mut Report) -> Result<(), String
             &[("Authorization", &bearer)],
             b"",
         );
-        slowest = slowest.max(started.elapsed());
-        assert_status(&r, 200)?;
+        assert_status(&r, 200).map(|()| started.elapsed())
+    };
+    let pbx = rusqlite::Connection::open(&db).map_err(|e| e.to_string())?;
+    let (mut remade, mut kept, mut cached) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for sample in 0..COLD_SAMPLES {
+        std::thread::sleep(FRESH_FOR + Duration::from_millis(50));
+        kept = kept.max(users_once()?);
+        std::thread::sleep(FRESH_FOR + Duration::from_millis(50));
+        pbx.execute(
+            "UPDATE m_Users SET username = ?1 WHERE id = 1",
+            [format!("User 1 ({sample})")],
+        )
+        .map_err(|e| e.to_string())?;
+        remade = remade.max(users_once()?);
+        cached = cached.max(users_once()?);
     }
+    report.annotate(format!(
+        "the same request served from memory right after each remake: slowest {:.3} ms",
+        cached.as_secs_f64() * 1000.0
+    ));
     report.target(Target::at_most(
-        &format!("users remade from {EXTENSIONS} extensions, slowest of {COLD_SAMPLES}, ms"),
-        slowest.as_secs_f64() * 1000.0,
+        &format!("users once stale, PBX unchanged, slowest of {COLD_SAMPLES}, ms"),
+        kept.as_secs_f64() * 1000.0,
+        10.0,
+    ));
+    report.target(Target::at_most(
+        &format!(
+            "users remade from {EXTENSIONS} extensions after a PBX change, slowest of {COLD_SAMPLES}, ms"
+        ),
+        remade.as_secs_f64() * 1000.0,
         10.0,
     ));
 

@@ -33,9 +33,14 @@ pub struct DirectoryEntry {
 }
 
 /// The directory's order: numbers by value (`99` before `201` before `1001`),
-/// then any other names in byte order.
+/// then any other names in byte order. Stable: equal numbers keep their order.
 pub fn sort_directory(entries: &mut [DirectoryEntry]) {
-    entries.sort_by(|a, b| order_key(&a.number).cmp(&order_key(&b.number)));
+    entries.sort_by(|a, b| directory_order(&a.number, &b.number));
+}
+
+/// How two numbers compare in [`sort_directory`]'s order.
+pub fn directory_order(a: &str, b: &str) -> std::cmp::Ordering {
+    order_key(a).cmp(&order_key(b))
 }
 
 fn order_key(number: &str) -> (bool, usize, &str) {
