@@ -297,30 +297,28 @@ async fn rotate(app: &Arc<App>, meta: Meta) -> Result<Response, Refused> {
     let keys = app.keys();
     let now = unix_now();
     let mut buf = [0u8; PAYLOAD_BUF];
-    let claims = decode(app, token, &mut buf, now)
-        .await
+    let claims = verify(app, token, &mut buf, now)
         .map_err(|_| ApiError::RefreshInvalid)?
         .require(TokenType::Refresh)
         .map_err(|_| ApiError::RefreshWrongType)?;
     let sid = claims.sid.to_owned();
+    let presented = claims.jti.to_owned();
+    let username = claims.username.to_owned();
+    let (session, credential) = app.session_and_user(sid.clone(), username.clone()).await?;
+    // A token of a revoked or unknown session, as every route refuses it.
+    let Some(session) = session.filter(|s| !s.revoked) else {
+        return Err(ApiError::RefreshInvalid.into());
+    };
     app.refresh_rate()
         .take(&sid, now, refresh_rate::Limits::from_config(&config))
         .map_err(|retry_after| ApiError::TooManyRefreshes { retry_after })?;
-    let presented = claims.jti.to_owned();
-    let username = claims.username.to_owned();
 
     // The user must still exist, be enabled and have the credentials the session
     // was opened with; otherwise the session ends here.
-    let credential: Option<Credential> = app.find_user(username.clone()).await?;
     let current = credential.filter(|c| !c.disabled);
-    let session_tag = {
-        let sid = sid.clone();
-        app.read(move |store| Ok(store.session(&sid)?.map(|s| s.cred_tag)))
-            .await?
-    };
-    let tag_match = match (&current, &session_tag) {
-        (Some(c), Some(tag)) => c.tag_match(&keys, tag, now),
-        _ => TagMatch::NoMatch,
+    let tag_match = match &current {
+        Some(c) => c.tag_match(&keys, &session.cred_tag, now),
+        None => TagMatch::NoMatch,
     };
     if tag_match == TagMatch::NoMatch {
         let reason = if current.is_none() {
@@ -500,18 +498,7 @@ async fn decode<'b>(
     buf: &'b mut [u8; PAYLOAD_BUF],
     now: i64,
 ) -> Result<Claims<'b>, TokenError> {
-    let config = app.config();
-    let keys = app.keys();
-    let claims = token::verify(
-        token,
-        &keys,
-        Validation {
-            now,
-            leeway: config.leeway,
-        },
-        buf,
-    )?
-    .claims;
+    let claims = verify(app, token, buf, now)?;
     let sid = claims.sid.to_owned();
     let active = app
         .read(move |store| store.session_active(&sid))
@@ -522,6 +509,28 @@ async fn decode<'b>(
     } else {
         Err(TokenError::Revoked)
     }
+}
+
+/// The token's claims when its signature and times are good; its session is
+/// not looked at (see [`decode`]).
+fn verify<'b>(
+    app: &App,
+    token: &[u8],
+    buf: &'b mut [u8; PAYLOAD_BUF],
+    now: i64,
+) -> Result<Claims<'b>, TokenError> {
+    let config = app.config();
+    let keys = app.keys();
+    Ok(token::verify(
+        token,
+        &keys,
+        Validation {
+            now,
+            leeway: config.leeway,
+        },
+        buf,
+    )?
+    .claims)
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character.

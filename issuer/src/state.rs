@@ -20,7 +20,7 @@ use softphone_shared::config::{Config, UserSource};
 use softphone_shared::keys::KeyRing;
 use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::SecurityLog;
-use softphone_shared::store::Store;
+use softphone_shared::store::{Session, Store};
 use softphone_shared::users::mikopbx::PbxDatabase;
 use softphone_shared::users::{Credential, builtin};
 
@@ -249,6 +249,34 @@ impl App {
             }
             Some(pbx) => blocking(move || pbx.others.find(&username)).await,
         }
+    }
+
+    /// A refresh's two lookups in one trip off the async threads: the session
+    /// (from our database) and its user (from the configured source), each
+    /// connection held only for its own read. Three trips to the blocking
+    /// pool per refresh were a tenth of its time on one core.
+    pub async fn session_and_user(
+        &self,
+        sid: String,
+        username: String,
+    ) -> Result<(Option<Session>, Option<Credential>), ApiError> {
+        let reader = Arc::clone(&self.reader);
+        let pbx = self.pbx();
+        blocking(move || {
+            let mut store = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let session = store.session(&sid)?;
+            let user = match pbx {
+                None => builtin::find(&mut store, &username)?,
+                Some(pbx) => {
+                    drop(store);
+                    pbx.others.find(&username)?
+                }
+            };
+            Ok((session, user))
+        })
+        .await
     }
 
     /// Runs a password check on the low-priority hashing threads.

@@ -819,20 +819,7 @@ impl Store {
         counts_from: Option<i64>,
     ) -> Result<SessionChanges> {
         let tx = self.conn.transaction()?;
-        let head = tx
-            .prepare_cached("SELECT value FROM meta WHERE key = 'revoke_seq'")?
-            .query_row([], |r| r.get(0))?;
-        let rows = tx
-            .prepare_cached(
-                "SELECT sid, expires, revoked_seq IS NOT NULL, change_seq FROM sessions
-                 WHERE change_seq > ?1 ORDER BY change_seq",
-            )?
-            .query_map([after], state_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        let deleted = tx
-            .prepare_cached("SELECT sid FROM session_deletions WHERE seq > ?1 ORDER BY seq")?
-            .query_map([after], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let (head, rows, deleted) = changes_in(&tx, after, None)?;
         let counts = match counts_from {
             Some(cutoff) => Some(
                 tx.prepare_cached(
@@ -852,6 +839,27 @@ impl Store {
             deleted,
             counts,
         })
+    }
+
+    /// As [`Store::session_changes`] without counts, when at most `limit`
+    /// rows changed and at most `limit` were deleted; `None` when more are
+    /// waiting (having read `limit + 1` of them at most).
+    pub fn few_session_changes(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Option<SessionChanges>> {
+        let tx = self.conn.transaction()?;
+        let (head, rows, deleted) = changes_in(&tx, after, Some(limit))?;
+        tx.commit()?;
+        Ok(
+            (rows.len() <= limit && deleted.len() <= limit).then_some(SessionChanges {
+                head,
+                rows,
+                deleted,
+                counts: None,
+            }),
+        )
     }
 
     /// Every session not expired before `cutoff`, handed to `each` as it is
@@ -1077,6 +1085,34 @@ fn next_seq(tx: &Connection) -> Result<i64> {
 
 /// Marks the matching active sessions revoked under one new sequence number.
 /// `filter` names its `values` as ?4, ?5, … (?1 to ?3 are taken).
+/// The change sequence's head, the rows changed after `after` and the
+/// sessions deleted after it; with `limit`, at most `limit + 1` of each.
+fn changes_in(
+    tx: &Connection,
+    after: i64,
+    limit: Option<usize>,
+) -> Result<(i64, Vec<SessionState>, Vec<String>)> {
+    // SQLite reads a negative LIMIT as none.
+    let limit = limit.map_or(-1, |l| {
+        i64::try_from(l.saturating_add(1)).unwrap_or(i64::MAX)
+    });
+    let head = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'revoke_seq'")?
+        .query_row([], |r| r.get(0))?;
+    let rows = tx
+        .prepare_cached(
+            "SELECT sid, expires, revoked_seq IS NOT NULL, change_seq FROM sessions
+             WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+        )?
+        .query_map([after, limit], state_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let deleted = tx
+        .prepare_cached("SELECT sid FROM session_deletions WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+        .query_map([after, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((head, rows, deleted))
+}
+
 fn revoke_in(
     tx: &Connection,
     filter: &str,
@@ -1266,6 +1302,43 @@ mod tests {
         assert_eq!(
             store.session_changes(-1, None).unwrap().deleted,
             vec!["recent".to_owned()]
+        );
+    }
+
+    /// A bounded read of the changes gives all of them, or says there are
+    /// more, counting changed rows and deletions each against the limit.
+    #[test]
+    fn few_session_changes_are_all_or_nothing() {
+        let dir = softphone_testkit::TestDir::new("store-few-changes");
+        let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
+        let now = 1_800_000_000;
+        let start = store.session_changes(-1, None).unwrap().head;
+        for i in 0..5 {
+            store
+                .create_session(&session(&format!("s{i}"), now + 3600), usize::MAX)
+                .unwrap();
+        }
+        let few = store.few_session_changes(start, 5).unwrap().unwrap();
+        let all = store.session_changes(start, None).unwrap();
+        assert_eq!(few.rows.len(), 5);
+        assert_eq!((few.head, few.rows.len()), (all.head, all.rows.len()));
+        assert!(store.few_session_changes(start, 4).unwrap().is_none());
+        // Deletions count on their own.
+        let tx = store.conn.unchecked_transaction().unwrap();
+        tx.execute("DELETE FROM sessions WHERE sid IN ('s0', 's1')", [])
+            .unwrap();
+        tx.commit().unwrap();
+        let few = store.few_session_changes(start, 3).unwrap().unwrap();
+        assert_eq!((few.rows.len(), few.deleted.len()), (3, 2));
+        assert!(store.few_session_changes(start, 1).unwrap().is_none());
+        assert_eq!(
+            store
+                .few_session_changes(few.head, 0)
+                .unwrap()
+                .unwrap()
+                .rows
+                .len(),
+            0
         );
     }
 

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -122,7 +121,7 @@ fn spawn_maintenance_thread(verifier: Arc<Verifier>) {
         .name("maintenance".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(Duration::from_secs(1));
+                verifier.wait_for_upkeep();
                 verifier.maintain(unix_now());
             }
         });

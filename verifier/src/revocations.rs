@@ -19,7 +19,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, TryLockError};
+use std::time::Duration;
 
 use softphone_shared::epoch::{Epoch, FileState};
 use softphone_shared::store::Store;
@@ -36,6 +37,15 @@ const DISTRUST_SECONDS: i64 = 3;
 /// How often the upkeep compares the database's counts of live and revoked
 /// sessions with ours.
 const COUNT_CHECK_SECONDS: i64 = 5;
+/// Changed rows (and deleted ones) a request applies itself when the doorbell
+/// rang, at most. More (a user with thousands of sessions disabled) are the
+/// upkeep's, woken for them: applied on a worker, 10 000 held up every request
+/// of that worker's coroutines. Requests meanwhile ask the database about
+/// their own session, by key.
+const REQUEST_APPLIES_AT_MOST: usize = 256;
+/// Rows applied under one hold of the set's write lock: requests reading the
+/// set wait for one chunk at most, not for a whole burst.
+const CHUNK: usize = 1024;
 const WHO: &str = "softphone-verifier";
 
 /// "Known and not revoked as of set version N", kept with a cached token.
@@ -43,11 +53,27 @@ const WHO: &str = "softphone-verifier";
 pub struct Memo(AtomicU64);
 
 /// Whether [`Revocations::sync`] brought the set up to date, or found the
-/// reader busy.
+/// reader busy (or more changes waiting than a request applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Synced {
     Yes,
     Busy,
+}
+
+/// Who reads the changes: a request (a few, else none), or the upkeep (all,
+/// comparing the counts when asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Request,
+    Upkeep { count: bool },
+}
+
+/// What [`Revocations::load`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loaded {
+    All,
+    /// More than a request applies: nothing was, and the upkeep was woken.
+    LeftToUpkeep,
 }
 
 /// The revocation list could not be read: callers fail closed.
@@ -114,6 +140,10 @@ pub struct Revocations {
     syncs_succeeded: AtomicU64,
     syncs_failed: AtomicU64,
     last_sync_success: AtomicI64,
+    /// Set by a request that left changes to the upkeep; the upkeep's thread
+    /// waits on it between its rounds.
+    upkeep_wanted: Mutex<bool>,
+    upkeep_bell: Condvar,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -154,6 +184,8 @@ impl Revocations {
             syncs_succeeded: AtomicU64::new(0),
             syncs_failed: AtomicU64::new(0),
             last_sync_success: AtomicI64::new(now),
+            upkeep_wanted: Mutex::new(false),
+            upkeep_bell: Condvar::new(),
         };
         {
             let epoch = revocations.epoch.load();
@@ -206,7 +238,8 @@ impl Revocations {
     /// A request never waits for the reader: the upkeep may hold it for a
     /// pass over a million sessions (the counts, a merge), and a coroutine
     /// that blocks holds up every request of its worker thread. When the
-    /// reader is busy the request asks the database about its own session.
+    /// reader is busy, or more changes wait than a request applies, the
+    /// request asks the database about its own session.
     #[cold]
     fn sync(&self, now: i64) -> Result<Synced, Unavailable> {
         let epoch = self.epoch.load();
@@ -221,11 +254,42 @@ impl Revocations {
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(Synced::Yes); // another worker just did it
         }
-        let result = self.load(&mut reader, now, false);
-        if result.is_ok() {
-            self.synced.store(epoch, Ordering::Release);
+        match self.load(&mut reader, now, Pass::Request) {
+            Ok(Loaded::All) => {
+                self.synced.store(epoch, Ordering::Release);
+                self.noted(Ok(()), now).map(|()| Synced::Yes)
+            }
+            Ok(Loaded::LeftToUpkeep) => {
+                drop(reader);
+                self.wake_upkeep();
+                Ok(Synced::Busy)
+            }
+            Err(e) => self.noted(Err(e), now).map(|()| Synced::Yes),
         }
-        self.noted(result, now).map(|()| Synced::Yes)
+    }
+
+    /// Has the upkeep's thread run now rather than at its next round.
+    fn wake_upkeep(&self) {
+        let mut wanted = self
+            .upkeep_wanted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *wanted = true;
+        self.upkeep_bell.notify_one();
+    }
+
+    /// Waits until a request wants the upkeep, or `round` passed: what the
+    /// upkeep's thread does between its calls of [`Revocations::maintain`].
+    pub fn wait_for_upkeep(&self, round: Duration) {
+        let wanted = self
+            .upkeep_wanted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (mut wanted, _) = self
+            .upkeep_bell
+            .wait_timeout_while(wanted, round, |wanted| !*wanted)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *wanted = false;
     }
 
     /// Counts every read of the database (each request's that found the epoch
@@ -257,38 +321,53 @@ impl Revocations {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies the changes committed since the last read; with `count`, also
-    /// compares the counts of live and revoked sessions with the database's.
-    /// Re-reads everything when the sequence went backwards or the counts
-    /// differ.
+    /// Applies the changes committed since the last read: for a request, only
+    /// if they are few (else nothing, and says so); for the upkeep all of
+    /// them, in chunks, and with `count` it also compares the counts of live
+    /// and revoked sessions with the database's. Re-reads everything when the
+    /// sequence went backwards or the counts differ.
     ///
     /// The caller sets `synced` only to an epoch value read before calling:
     /// any other value (arithmetic on it, say) could equal a bump not yet read.
-    fn load(&self, reader: &mut Reader, now: i64, count: bool) -> softphone_shared::Result<()> {
+    fn load(&self, reader: &mut Reader, now: i64, pass: Pass) -> softphone_shared::Result<Loaded> {
         let cutoff = self.validation(now).oldest_live_exp();
-        let changes = reader
-            .store
-            .session_changes(reader.last_seq, count.then_some(cutoff))?;
+        let changes = match pass {
+            Pass::Request => match reader
+                .store
+                .few_session_changes(reader.last_seq, REQUEST_APPLIES_AT_MOST)?
+            {
+                Some(changes) => changes,
+                None => return Ok(Loaded::LeftToUpkeep),
+            },
+            Pass::Upkeep { count } => reader
+                .store
+                .session_changes(reader.last_seq, count.then_some(cutoff))?,
+        };
         if changes.head < reader.last_seq {
             eprintln!(
                 "{WHO}: the change sequence went back from {} to {} (an older copy of the database restored?); re-reading every session",
                 reader.last_seq, changes.head
             );
-            return self.reload_all(reader, now);
+            return self.reload_all(reader, now).map(|()| Loaded::All);
         }
         let mut ended = Vec::new();
-        if !changes.rows.is_empty() || !changes.deleted.is_empty() {
+        for sids in changes.deleted.chunks(CHUNK) {
             let mut set = self.write_sessions();
-            for sid in changes.deleted {
-                if set.remove(&sid, cutoff) == Change::Ended {
-                    ended.push(sid.into_boxed_str());
+            for sid in sids {
+                if set.remove(sid, cutoff) == Change::Ended {
+                    ended.push(sid.as_str().into());
                 }
             }
-            for row in changes.rows {
+            drop(set);
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+        for rows in changes.rows.chunks(CHUNK) {
+            let mut set = self.write_sessions();
+            for row in rows {
                 // An expired row is recorded too: it reads as unknown, and the
                 // next merge leaves it out.
                 if set.set(&row.sid, row.expires, row.revoked, cutoff) == Change::Ended {
-                    ended.push(row.sid.into_boxed_str());
+                    ended.push(row.sid.as_str().into());
                 }
             }
             drop(set);
@@ -301,10 +380,12 @@ impl Revocations {
             // share (we hold the reader, so no change can wait behind it).
             let ours = self.read_sessions().counts(cutoff);
             if theirs != ours {
-                return self.recount(reader, now, theirs, ours);
+                return self
+                    .recount(reader, now, theirs, ours)
+                    .map(|()| Loaded::All);
             }
         }
-        Ok(())
+        Ok(Loaded::All)
     }
 
     #[cold]
@@ -438,7 +519,9 @@ impl Revocations {
         if count {
             reader.counted_at = now;
         }
-        let result = self.load(&mut reader, now, count);
+        let result = self
+            .load(&mut reader, now, Pass::Upkeep { count })
+            .map(|_| ());
         self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
@@ -560,6 +643,78 @@ mod tests {
             .revoke_session("last", RevokeReason::Logout, now)
             .unwrap();
         assert!(revocations.is_revoked("last", now).unwrap());
+    }
+
+    /// A burst of revocations larger than a request applies is left to the
+    /// upkeep, woken for it; requests meanwhile get the database's answer
+    /// about their own session; the upkeep then applies all of it.
+    #[test]
+    fn a_burst_is_left_to_the_upkeep_and_requests_ask_by_key_meanwhile() {
+        let dir = softphone_testkit::TestDir::new("revocations-burst");
+        let db = dir.path().join("softphone.db");
+        let now = 1_800_000_000;
+        let mut writer = Store::open(&db).unwrap();
+        let burst = REQUEST_APPLIES_AT_MOST + 1;
+        for i in 0..burst {
+            softphone_testkit::insert_session(&mut writer, &format!("s{i}"), now);
+        }
+        writer
+            .create_session(
+                &softphone_shared::store::NewSession {
+                    sid: "other",
+                    user_id: 8,
+                    username: "202",
+                    role: "user",
+                    cred_tag: "t",
+                    created: now,
+                    expires: now + 3600,
+                    refresh_jti: "r",
+                    password_hash: None,
+                },
+                usize::MAX,
+            )
+            .unwrap();
+        let revocations = Revocations::open(&db, now, 30).unwrap();
+        assert_eq!(revocations.len(), burst + 1);
+        let cutoff = revocations.validation(now).oldest_live_exp();
+        let in_set = |sid: &str| revocations.read_sessions().standing(sid, cutoff);
+        assert_eq!(in_set("s0"), Standing::Usable);
+
+        let revoked = writer
+            .revoke_user_sessions("201", RevokeReason::Admin, now)
+            .unwrap();
+        assert_eq!(revoked, burst);
+        let memo = Memo::default();
+        assert_eq!(
+            revocations.standing("s0", &memo, now),
+            Ok(Standing::Revoked)
+        );
+        assert_eq!(
+            revocations.standing("other", &memo, now),
+            Ok(Standing::Usable)
+        );
+        assert_eq!(
+            in_set("s0"),
+            Standing::Usable,
+            "a request applied the burst"
+        );
+        // The request woke the upkeep: it does not wait for its round.
+        let woken = std::time::Instant::now();
+        revocations.wait_for_upkeep(Duration::from_secs(30));
+        assert!(woken.elapsed() < Duration::from_secs(10));
+        revocations.maintain(now);
+        for i in 0..burst {
+            assert_eq!(in_set(&format!("s{i}")), Standing::Revoked);
+        }
+        assert_eq!(revocations.ended_count(), burst as u64);
+        assert_eq!(
+            revocations.standing("other", &memo, now),
+            Ok(Standing::Usable)
+        );
+        // Unwoken, the upkeep waits for its round.
+        let idle = std::time::Instant::now();
+        revocations.wait_for_upkeep(Duration::from_millis(200));
+        assert!(idle.elapsed() >= Duration::from_millis(200));
     }
 
     /// Every read of the database is counted: the first, each upkeep's, and

@@ -14,6 +14,9 @@ use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::revocations::Revocations;
 
+/// How often the upkeep runs when nobody asks it to.
+pub const UPKEEP_ROUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Verifier {
     pub(crate) keys: LiveKeys,
     pub(crate) leeway: i64,
@@ -78,6 +81,12 @@ impl Verifier {
     pub fn probe(&self, now: i64) {
         let _ = self.cache.with(b"", |_| ());
         let _ = self.revocations.is_revoked("", now);
+    }
+
+    /// Waits for the next round of [`Verifier::maintain`]: a second, or less
+    /// when a request left a burst of changes to it.
+    pub fn wait_for_upkeep(&self) {
+        self.revocations.wait_for_upkeep(UPKEEP_ROUND);
     }
 
     /// Background upkeep, about once a second: revocations, the token cache,

@@ -723,23 +723,20 @@ fn revocation_burst(settings: &Settings, fx: &Fixture, user: &str) -> Result<Bur
         fx.d.verifier,
         tokens.iter().map(|t| auth_request(t)).collect(),
     );
-    // The window: from the revocation's start until the verifier refuses its
-    // user (at least BURST_WINDOW_MIN), in nanoseconds after `epoch`, 0 while
-    // not yet known. The latencies of the requests in flight at any time in
-    // it are kept apart.
+    // Two windows, in nanoseconds after `epoch` (0 while not yet known): the
+    // commit's, from the revocation's start until it is committed (the
+    // writer's work, on the load generator's core here), and the verifier's,
+    // from the commit until the verifier refuses the user (at least
+    // BURST_WINDOW_MIN). The latencies of the requests in flight at any time
+    // in each are kept apart.
     let epoch = Instant::now();
-    let window = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    let in_window = Arc::new(Mutex::new(crate::load::new_histogram()));
-    let (w, h) = (Arc::clone(&window), Arc::clone(&in_window));
+    let windows = Arc::new([Window::default(), Window::default()]);
+    let w = Arc::clone(&windows);
     load_plan.judge = Some(Arc::new(move |_, sent: Instant, _| {
-        let (from, until) = (w.0.load(Ordering::Acquire), w.1.load(Ordering::Acquire));
         let at = sent.duration_since(epoch).as_nanos() as u64;
         let answered = epoch.elapsed().as_nanos() as u64;
-        if from != 0 && answered >= from && (until == 0 || at <= until) {
-            let micros = sent.elapsed().as_micros() as u64;
-            if let Ok(mut h) = h.lock() {
-                h.saturating_record(micros.max(1));
-            }
+        for window in w.iter() {
+            window.record(at, answered, sent);
         }
         false
     }));
@@ -750,47 +747,85 @@ fn revocation_burst(settings: &Settings, fx: &Fixture, user: &str) -> Result<Bur
     load_plan.duration = lead * 2 + BURST_WAIT + BURST_WINDOW_MIN;
     load_plan.until = Some(Arc::clone(&over));
     let mut store = Store::open(&fx.d.database()).map_err(|e| e.to_string())?;
+    let nanos = |at: Instant| at.duration_since(epoch).as_nanos() as u64;
     let (outcome, timing) = std::thread::scope(|scope| {
         let load = scope.spawn(|| measure("scale: verifier during a burst", &load_plan));
         std::thread::sleep(lead);
-        window
-            .0
-            .store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
         let started = Instant::now();
+        windows[0].from.store(nanos(started), Ordering::Release);
         let revoked = store.revoke_user_sessions(user, RevokeReason::Admin, unix_now());
-        let committed = started.elapsed();
+        let committed_at = Instant::now();
+        windows[0]
+            .until
+            .store(nanos(committed_at), Ordering::Release);
+        windows[1]
+            .from
+            .store(nanos(committed_at), Ordering::Release);
         let refused =
             softphone_testkit::poll_until(BURST_WAIT, || fx.d.check(Some(&probe)).status == 401)
                 .map(|()| started.elapsed());
-        let until = started + refused.unwrap_or(BURST_WAIT).max(BURST_WINDOW_MIN);
+        let until = committed_at
+            + refused
+                .map_or(BURST_WAIT, |r| r.saturating_sub(committed_at - started))
+                .max(BURST_WINDOW_MIN);
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        window.1.store(
-            until.duration_since(epoch).as_nanos() as u64,
-            Ordering::Release,
-        );
+        windows[1].until.store(nanos(until), Ordering::Release);
         std::thread::sleep(lead);
         over.store(true, Ordering::Relaxed);
         let outcome = load
             .join()
             .map_err(|_| "load thread panicked".to_owned())
             .and_then(|o| o);
-        (outcome, (revoked, committed, refused))
+        (outcome, (revoked, committed_at - started, refused))
     });
     let outcome = outcome?;
     let (revoked, committed, refused) = timing;
     let revoked = revoked.map_err(|e| e.to_string())?;
-    let window = in_window
-        .lock()
-        .map_err(|_| "window histogram poisoned".to_owned())?
-        .clone();
+    let [during_commit, window] = [windows[0].histogram()?, windows[1].histogram()?];
     Ok(Burst {
         count,
         outcome,
         revoked,
         committed,
         refused,
+        during_commit,
         window,
     })
+}
+
+/// A stretch of the burst's load whose requests' latencies are kept apart.
+#[derive(Default)]
+struct Window {
+    /// Nanoseconds after the load's epoch; 0 while not yet known.
+    from: AtomicU64,
+    until: AtomicU64,
+    latencies: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Window {
+    /// Records a request sent at `at`, answered at `answered`, if it was in
+    /// flight at any time within the window.
+    fn record(&self, at: u64, answered: u64, sent: Instant) {
+        let (from, until) = (
+            self.from.load(Ordering::Acquire),
+            self.until.load(Ordering::Acquire),
+        );
+        if from != 0 && answered >= from && (until == 0 || at <= until) {
+            let micros = sent.elapsed().as_micros() as u64;
+            if let Ok(mut h) = self.latencies.lock() {
+                h.get_or_insert_with(crate::load::new_histogram)
+                    .saturating_record(micros.max(1));
+            }
+        }
+    }
+
+    fn histogram(&self) -> Result<Histogram<u64>, String> {
+        let h = self
+            .latencies
+            .lock()
+            .map_err(|_| "window histogram poisoned".to_owned())?;
+        Ok(h.clone().unwrap_or_else(crate::load::new_histogram))
+    }
 }
 
 /// A burst of revocations and the verifier's load around it.
@@ -803,7 +838,10 @@ struct Burst {
     committed: Duration,
     /// From the revocation's start until the verifier refused the user.
     refused: Option<Duration>,
-    /// Latencies of the requests in flight in the window.
+    /// Latencies of the requests in flight while the revocation committed.
+    during_commit: Histogram<u64>,
+    /// Latencies of the requests in flight from the commit until the
+    /// verifier refused the user: while it applied the burst.
     window: Histogram<u64>,
 }
 
@@ -821,9 +859,8 @@ fn burst_report(report: &mut Report, b: &Burst, baseline_p99: f64) {
         &b.outcome,
     ));
     report.annotate(format!(
-        "{revoked} revoked in one commit of {:.1} ms; {} requests in flight between its start and the verifier's refusal",
-        b.committed.as_secs_f64() * 1000.0,
-        b.window.len()
+        "{revoked} revoked in one commit of {:.1} ms",
+        b.committed.as_secs_f64() * 1000.0
     ));
     report.target(Target::reported(
         &format!("scale: burst of {revoked} revocations, commit (ms)"),
@@ -840,15 +877,26 @@ fn burst_report(report: &mut Report, b: &Burst, baseline_p99: f64) {
             BURST_WAIT.as_secs_f64(),
         )),
     }
-    // No request answered in the window at all is the worst case, not a pass.
-    let ratio = if b.window.is_empty() {
-        f64::INFINITY
-    } else {
-        b.window.value_at_quantile(0.99) as f64 / 1000.0 / baseline_p99.max(0.001)
+    // No request answered in a window at all is the worst case, not a pass.
+    let ratio = |h: &Histogram<u64>| {
+        if h.is_empty() {
+            f64::INFINITY
+        } else {
+            h.value_at_quantile(0.99) as f64 / 1000.0 / baseline_p99.max(0.001)
+        }
     };
+    report.annotate(format!(
+        "{} requests in flight while it committed, {} from the commit until the verifier refused the user",
+        b.during_commit.len(),
+        b.window.len()
+    ));
+    report.target(Target::reported(
+        "scale: verifier p99 while the burst commits / without it (the writer on the load generator's core)",
+        ratio(&b.during_commit),
+    ));
     report.target(Target::at_most(
-        "scale: verifier p99 during the burst / without it",
-        ratio,
+        "scale: verifier p99 while it applies the burst / without it",
+        ratio(&b.window),
         P99_MAX,
     ));
 }
