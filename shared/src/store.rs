@@ -124,7 +124,20 @@ const MIGRATIONS: &[&str] = &[
     // 5: the name the directory (`GET users`) shows beside a built-in user's
     // number, set with `softphone-issuer user name`.
     "ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT '';",
+    // 6: a user's live sessions without their revoked ones. A login looks
+    // for the sessions over the cap, a `user disable` for the live ones; by
+    // the user's name alone that read every session the user ever had (each
+    // login over the cap revokes one, kept until it expires), and logins
+    // slowed as that history grew: 4 042/s to 1 964/s over a bench run.
+    "CREATE INDEX sessions_user_live ON sessions (username, revoked_seq, created, change_seq);
+    DROP INDEX sessions_username;",
 ];
+
+/// A user's (?1) live sessions other than ?2 beyond the newest ?3, by
+/// creation and then by change sequence (logins within one second).
+const OVER_THE_CAP: &str = "SELECT sid FROM sessions
+    WHERE username = ?1 AND revoked_seq IS NULL AND sid != ?2
+    ORDER BY created DESC, change_seq DESC LIMIT -1 OFFSET ?3";
 
 /// How long after its expiry a session is forgotten by every verifier (whose
 /// leeway is at most 300 s), and may be purged: its deletion leaves no
@@ -581,11 +594,7 @@ impl Store {
         // change sequence (logins within one second).
         let keep_others = i64::try_from(max_per_user.saturating_sub(1)).unwrap_or(i64::MAX);
         let over = tx
-            .prepare_cached(
-                "SELECT sid FROM sessions
-                 WHERE username = ?1 AND revoked_seq IS NULL AND sid != ?2
-                 ORDER BY created DESC, change_seq DESC LIMIT -1 OFFSET ?3",
-            )?
+            .prepare_cached(OVER_THE_CAP)?
             .query_map(params![s.username, s.sid, keep_others], |r| {
                 r.get::<_, String>(0)
             })?
@@ -1340,6 +1349,47 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    /// A login's look for the sessions over the cap reads the user's live
+    /// sessions only, in the order it wants, however many revoked ones the
+    /// user has; and it still finds the right ones.
+    #[test]
+    fn the_cap_reads_only_the_users_live_sessions() {
+        let dir = softphone_testkit::TestDir::new("store-cap");
+        let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
+        let now = 1_800_000_000;
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {OVER_THE_CAP}"))
+            .unwrap()
+            .query_map(params!["201", "x", 1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            [
+                "SEARCH sessions USING COVERING INDEX sessions_user_live (username=? AND revoked_seq=?)"
+            ]
+        );
+        // 40 logins with a cap of 3: 37 revoked, the newest 3 live.
+        for i in 0..40 {
+            let sid = format!("s{i:02}");
+            let mut new = session(&sid, now + 3600);
+            new.created = now + i;
+            store.create_session(&new, 3).unwrap();
+        }
+        let live: Vec<String> = store
+            .active_sessions(now)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.sid)
+            .collect();
+        assert_eq!(live.len(), 3, "{live:?}");
+        for sid in ["s37", "s38", "s39"] {
+            assert!(live.contains(&sid.to_owned()), "{live:?}");
+        }
     }
 
     /// Migration 4's trigger names the same hour as [`FORGOTTEN_AFTER`].

@@ -43,6 +43,9 @@ const COUNT_CHECK_SECONDS: i64 = 5;
 /// of that worker's coroutines. Requests meanwhile ask the database about
 /// their own session, by key.
 const REQUEST_APPLIES_AT_MOST: usize = 256;
+/// Connections for requests that ask the database by key: more than the
+/// workers a verifier runs on a small machine.
+const ASKERS: usize = 4;
 /// Rows applied under one hold of the set's write lock: requests reading the
 /// set wait for one chunk at most, not for a whole burst.
 const CHUNK: usize = 1024;
@@ -113,6 +116,10 @@ pub struct Revocations {
     epoch: Epoch,
     /// The epoch value the set is known to be current for.
     synced: AtomicU64,
+    /// The epoch value whose changes a request found too many and left to
+    /// the upkeep: until the set is current, requests ask the database
+    /// instead of each reading the first few changes again.
+    left_to_upkeep: AtomicU64,
     /// Set while the doorbell cannot be trusted (see [`DISTRUST_SECONDS`]):
     /// every request asks SQLite (slower, still correct).
     direct: AtomicBool,
@@ -125,10 +132,12 @@ pub struct Revocations {
     /// [`Memo`] (0) never matches.
     version: AtomicU64,
     reader: Mutex<Reader>,
-    /// A connection of its own for requests that ask the database directly
-    /// (while the doorbell is distrusted, or while the reader is busy): only
-    /// ever held for one lookup by key.
-    asker: Mutex<Store>,
+    /// Connections of their own for requests that ask the database directly
+    /// (while the doorbell is distrusted, or while the upkeep applies a
+    /// burst): each only ever held for one lookup by key, and several, so
+    /// that the workers do not queue on one (a worker blocked on a lock holds
+    /// up every request of its coroutines).
+    askers: Vec<Mutex<Store>>,
     db_path: PathBuf,
     /// Tokens live `leeway` seconds past `exp`; so must their revocations.
     leeway: i64,
@@ -165,13 +174,16 @@ impl Revocations {
         let distrust = epoch.created();
         let revocations = Revocations {
             synced: AtomicU64::new(0),
+            left_to_upkeep: AtomicU64::new(0),
             epoch,
             direct: AtomicBool::new(distrust),
             distrust_until: AtomicI64::new(if distrust { now + DISTRUST_SECONDS } else { 0 }),
             failing: AtomicBool::new(false),
             sessions: RwLock::new(SessionSet::default()),
             version: AtomicU64::new(1),
-            asker: Mutex::new(Store::open_read_only(db_path)?),
+            askers: (0..ASKERS)
+                .map(|_| Store::open_read_only(db_path).map(Mutex::new))
+                .collect::<softphone_shared::Result<_>>()?,
             reader: Mutex::new(Reader {
                 store,
                 last_seq: -1,
@@ -246,6 +258,9 @@ impl Revocations {
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(Synced::Yes);
         }
+        if epoch == self.left_to_upkeep.load(Ordering::Acquire) {
+            return Ok(Synced::Busy);
+        }
         let mut reader = match self.reader.try_lock() {
             Ok(reader) => reader,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -260,6 +275,7 @@ impl Revocations {
                 self.noted(Ok(()), now).map(|()| Synced::Yes)
             }
             Ok(Loaded::LeftToUpkeep) => {
+                self.left_to_upkeep.store(epoch, Ordering::Release);
                 drop(reader);
                 self.wake_upkeep();
                 Ok(Synced::Busy)
@@ -513,21 +529,28 @@ impl Revocations {
                 false
             }
         };
-        let epoch = self.epoch.load();
         let mut reader = self.lock_reader();
-        let count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
-        if count {
-            reader.counted_at = now;
-        }
-        let result = self
-            .load(&mut reader, now, Pass::Upkeep { count })
-            .map(|_| ());
-        self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
+        // First the changes, so that requests answer from the set again as
+        // soon as it is current (a burst a request left here, say); then the
+        // passes over every session, the counts and a merge, which requests
+        // need not wait for.
+        let epoch = self.epoch.load();
+        let mut result = self.load(&mut reader, now, Pass::Upkeep { count: false });
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
         }
+        let count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
+        if count && result.is_ok() {
+            reader.counted_at = now;
+            let epoch = self.epoch.load();
+            result = self.load(&mut reader, now, Pass::Upkeep { count: true });
+            if result.is_ok() {
+                self.synced.store(epoch, Ordering::Release);
+            }
+        }
+        self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
         drop(reader);
-        let _ = self.noted(result, now);
+        let _ = self.noted(result.map(|_| ()), now);
         if trusted
             && self.direct.load(Ordering::Relaxed)
             && now >= self.distrust_until.load(Ordering::Relaxed)
@@ -558,7 +581,12 @@ impl Revocations {
     }
 
     fn ask_database(&self, sid: &str) -> Result<Standing, Unavailable> {
-        let asker = self.asker.lock().map_err(|_| Unavailable)?;
+        // The first free connection; if none is, wait for the first.
+        let free = self.askers.iter().find_map(|asker| asker.try_lock().ok());
+        let asker = match free {
+            Some(asker) => asker,
+            None => self.askers[0].lock().map_err(|_| Unavailable)?,
+        };
         match asker.session_revoked(sid) {
             Ok(None) => Ok(Standing::Unknown),
             Ok(Some(true)) => Ok(Standing::Revoked),
