@@ -268,7 +268,7 @@ impl App {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let session = store.session(&sid)?;
             let user = match pbx {
-                None => builtin::find(&mut store, &username)?,
+                None => builtin::find(&store, &username)?,
                 Some(pbx) => {
                     drop(store);
                     pbx.others.find(&username)?
