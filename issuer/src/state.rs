@@ -263,7 +263,7 @@ impl App {
         let reader = Arc::clone(&self.reader);
         let pbx = self.pbx();
         blocking(move || {
-            let mut store = reader
+            let store = reader
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let session = store.session(&sid)?;
