@@ -686,22 +686,7 @@ mod tests {
         for i in 0..burst {
             softphone_testkit::insert_session(&mut writer, &format!("s{i}"), now);
         }
-        writer
-            .create_session(
-                &softphone_shared::store::NewSession {
-                    sid: "other",
-                    user_id: 8,
-                    username: "202",
-                    role: "user",
-                    cred_tag: "t",
-                    created: now,
-                    expires: now + 3600,
-                    refresh_jti: "r",
-                    password_hash: None,
-                },
-                usize::MAX,
-            )
-            .unwrap();
+        softphone_testkit::insert_session_of(&mut writer, "other", (8, "202"), now);
         let revocations = Revocations::open(&db, now, 30).unwrap();
         assert_eq!(revocations.len(), burst + 1);
         let cutoff = revocations.validation(now).oldest_live_exp();

@@ -586,12 +586,22 @@ pub fn wait_healthy(addr: SocketAddr, path: &str, child: &mut Child) {
 /// A live session row for user 7, `201`, expiring an hour after `now`, for tests
 /// that exercise the store and the verifier in-process.
 pub fn insert_session(store: &mut softphone_shared::store::Store, sid: &str, now: i64) {
+    insert_session_of(store, sid, (7, "201"), now);
+}
+
+/// As [`insert_session`], for the user (id, username) given.
+pub fn insert_session_of(
+    store: &mut softphone_shared::store::Store,
+    sid: &str,
+    (user_id, username): (i64, &str),
+    now: i64,
+) {
     store
         .create_session(
             &softphone_shared::store::NewSession {
                 sid,
-                user_id: 7,
-                username: "201",
+                user_id,
+                username,
                 role: "user",
                 cred_tag: "t",
                 created: now,
