@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use softphone_shared::config::Config;
+use softphone_shared::cpu_time;
 use softphone_shared::systemd;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
@@ -19,7 +20,7 @@ use crate::state::App;
 use crate::watchdog;
 use crate::{Error, Result};
 
-/// How long expired sessions are kept after they expire (beyond any leeway).
+/// The name this daemon's messages to systemd and stderr go by.
 const WHO: &str = "softphone-issuer";
 
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
@@ -116,27 +117,34 @@ async fn housekeeping(app: Arc<App>) {
     }
 }
 
-/// How long one purge step's own work (its deletions, not the commit it
-/// shares with the requests' writes) may take.
-const PURGE_STEP_TARGET: Duration = Duration::from_millis(2);
+/// How much CPU time one purge step's own work (its deletions, not the
+/// commit it shares with the requests' writes) may take.
+const PURGE_STEP_TARGET: Duration = Duration::from_micros(500);
+/// The pause after a step, in multiples of its work: the purge takes at most
+/// a fifth of the writer thread's time.
+const PURGE_PAUSE_PER_WORK: u32 = 4;
 /// Rows a purge step starts with, and most it may take.
 const PURGE_STEP_FIRST: usize = 50;
 const PURGE_STEP_MOST: usize = 2000;
 
 /// Deletes the expired sessions every verifier has forgotten, in steps whose
-/// own work takes about [`PURGE_STEP_TARGET`] (a step's rows are doubled or
-/// halved after each: a deleted row costs ten times more in a table of a
-/// million random keys than in a small one), with a pause of twice that work
-/// after each, so a backlog of a million leaves requests two thirds of the
-/// writer's time. Returns how many it deleted.
+/// own work costs about [`PURGE_STEP_TARGET`] of the writer thread's CPU time
+/// (a step's rows are doubled or halved after each: a deleted row costs ten
+/// times more in a table of a million random keys than in a small one), with
+/// a pause of twice that work after each, so a backlog of a million leaves
+/// requests two thirds of the writer's time; then the old tombstones. The
+/// work is CPU time, not wall time: requests on the same core stretch a
+/// step's wall time, which shrank the steps to a row each. Returns how many
+/// sessions it deleted.
 async fn purge(app: &App, now: i64) -> usize {
     let mut purged = 0;
     let mut step = PURGE_STEP_FIRST;
     loop {
         let Ok((deleted, work)) = app
             .write(move |store| {
-                let began = Instant::now();
-                Ok((store.purge_expired(now, step)?, began.elapsed()))
+                let began = cpu_time::this_thread();
+                let deleted = store.purge_expired(now, step)?;
+                Ok((deleted, cpu_time::this_thread().saturating_sub(began)))
             })
             .await
         else {
@@ -151,7 +159,8 @@ async fn purge(app: &App, now: i64) -> usize {
         } else {
             (step * 2).min(PURGE_STEP_MOST)
         };
-        tokio::time::sleep(work * 2).await;
+        tokio::time::sleep(work * PURGE_PAUSE_PER_WORK).await;
     }
+    let _ = app.write(move |store| store.purge_tombstones(now)).await;
     purged
 }

@@ -6,6 +6,7 @@
 
 pub mod calls;
 pub mod config;
+pub mod cpu_time;
 pub mod epoch;
 pub mod error;
 pub mod features;
