@@ -152,6 +152,18 @@ const OVER_THE_CAP: &str = "SELECT sid FROM sessions
 /// tombstone (migration 4 writes this number into its trigger).
 pub const FORGOTTEN_AFTER: i64 = 3600;
 
+/// The most bytes of write-ahead log file kept on disk once the log restarts.
+pub const WAL_FILE_LIMIT: i64 = 32 * 1024 * 1024;
+
+/// What a checkpoint found in the write-ahead log, in pages (frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Pages in the log since it last started from its beginning.
+    pub log: i64,
+    /// How many of them are in the database now.
+    pub copied: i64,
+}
+
 /// How long a deletion's tombstone is kept: a running verifier reads it within
 /// a second; one that falls further behind re-reads everything anyway.
 const TOMBSTONE_KEEP: i64 = 3600;
@@ -402,6 +414,9 @@ impl Store {
         // A writer touches pages all over a table of a million sessions (its
         // key is random): keep 32 MiB of them rather than SQLite's 2.
         conn.pragma_update(None, "cache_size", -32 * 1024)?;
+        // When the log restarts from its beginning, a file grown longer by a
+        // burst is cut back to this.
+        conn.pragma_update(None, "journal_size_limit", WAL_FILE_LIMIT)?;
         let mut store = Store {
             epoch: Some(Epoch::open(&Epoch::path_for(path))?),
             conn,
@@ -493,10 +508,15 @@ impl Store {
 
     /// Copies what the log holds back into the database, as far as readers
     /// allow, without waiting for writers (`PASSIVE`).
-    pub fn checkpoint(&self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok(Checkpoint {
+                    log: r.get(1)?,
+                    copied: r.get(2)?,
+                })
+            })?)
     }
 
     /// Starts a batch: takes the write lock (`BEGIN IMMEDIATE`).
