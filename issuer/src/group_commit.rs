@@ -47,8 +47,11 @@ type Job = Box<dyn FnOnce(&mut Store) -> (bool, Deliver) + Send>;
 /// Often enough that, at the tens of MB a second a bench's refreshes write,
 /// the log does not grow far past [`RESTART_AFTER_PAGES`] between two looks.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// A log of this many pages (16 MiB) is restarted by the writer thread.
+/// A log of this many pages (16 MiB) is restarted by the writer thread...
 const RESTART_AFTER_PAGES: i64 = 4096;
+/// ...after a checkpoint pass that left at most this many for it to copy
+/// (the writer's copy holds up the batch that waits).
+const WRITER_COPIES_AT_MOST: i64 = 256;
 
 /// The handle requests write through.
 #[derive(Debug, Clone)]
@@ -93,7 +96,9 @@ impl Writer {
                                 failing = false;
                                 eprintln!("softphone-issuer: checkpoints work again");
                             }
-                            if done.log >= RESTART_AFTER_PAGES {
+                            if done.log >= RESTART_AFTER_PAGES
+                                && done.log - done.copied <= WRITER_COPIES_AT_MOST
+                            {
                                 restart.store(true, Ordering::Relaxed);
                             }
                         }
