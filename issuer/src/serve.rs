@@ -131,8 +131,9 @@ const PURGE_STEP_MOST: usize = 2000;
 /// own work costs about [`PURGE_STEP_TARGET`] of the writer thread's CPU time
 /// (a step's rows are doubled or halved after each: a deleted row costs ten
 /// times more in a table of a million random keys than in a small one), with
-/// a pause of twice that work after each, so a backlog of a million leaves
-/// requests two thirds of the writer's time; then the old tombstones. The
+/// a pause of [`PURGE_PAUSE_PER_WORK`] times that work after each, so a
+/// backlog of a million leaves requests four fifths of the writer's time;
+/// then the old tombstones. The
 /// work is CPU time, not wall time: requests on the same core stretch a
 /// step's wall time, which shrank the steps to a row each. Returns how many
 /// sessions it deleted.
