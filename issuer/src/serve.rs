@@ -104,6 +104,9 @@ async fn watch_key(app: Arc<App>) {
 
 async fn housekeeping(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    // A purge of a large backlog outlasts many ticks: the next pass comes a
+    // minute after it, not once for every tick it missed.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = unix_now();
