@@ -120,32 +120,32 @@ async fn housekeeping(app: Arc<App>) {
     }
 }
 
-/// How much CPU time one purge step's own work (its deletions, not the
-/// commit it shares with the requests' writes) may take.
+/// How much CPU time one purge step's own work (its deletions) may take.
 const PURGE_STEP_TARGET: Duration = Duration::from_micros(500);
-/// The pause after a step, in multiples of its work: the purge takes at most
-/// a fifth of the writer thread's time.
+/// The pause after a step, in multiples of the writer's time on it: the
+/// purge takes at most a fifth of the writer thread's time.
 const PURGE_PAUSE_PER_WORK: u32 = 4;
 /// Rows a purge step starts with, and most it may take.
 const PURGE_STEP_FIRST: usize = 50;
 const PURGE_STEP_MOST: usize = 2000;
 
-/// Deletes the expired sessions every verifier has forgotten, in steps whose
-/// own work costs about [`PURGE_STEP_TARGET`] of the writer thread's CPU time
-/// (a step's rows are doubled or halved after each: a deleted row costs ten
-/// times more in a table of a million random keys than in a small one), with
-/// a pause of [`PURGE_PAUSE_PER_WORK`] times that work after each, so a
-/// backlog of a million leaves requests four fifths of the writer's time;
-/// then the old tombstones. The
-/// work is CPU time, not wall time: requests on the same core stretch a
-/// step's wall time, which shrank the steps to a row each. Returns how many
-/// sessions it deleted.
+/// Deletes the expired sessions every verifier has forgotten, in steps on
+/// the writer thread, each a transaction of its own whose commit is not
+/// synced (a crash only leaves rows for the next pass). A step's size is
+/// doubled or halved after each so that its deletions cost about
+/// [`PURGE_STEP_TARGET`] of the writer thread's CPU time (a deleted row costs
+/// ten times more in a table of a million random keys than in a small one;
+/// CPU time, since requests on the same core stretch a step's wall time, which
+/// shrank the steps to a row each). After each step a pause of
+/// [`PURGE_PAUSE_PER_WORK`] times the writer's whole time on it, commit
+/// included, so a backlog of a million leaves requests four fifths of the
+/// writer; then the old tombstones. Returns how many sessions it deleted.
 async fn purge(app: &App, now: i64) -> usize {
     let mut purged = 0;
     let mut step = PURGE_STEP_FIRST;
     loop {
-        let Ok((deleted, work)) = app
-            .write(move |store| {
+        let Ok(((deleted, work), writer_time)) = app
+            .write_unsynced(move |store| {
                 let began = cpu_time::this_thread();
                 let deleted = store.purge_expired(now, step)?;
                 Ok((deleted, cpu_time::this_thread().saturating_sub(began)))
@@ -163,7 +163,7 @@ async fn purge(app: &App, now: i64) -> usize {
         } else {
             (step * 2).min(PURGE_STEP_MOST)
         };
-        tokio::time::sleep(work * PURGE_PAUSE_PER_WORK).await;
+        tokio::time::sleep(writer_time * PURGE_PAUSE_PER_WORK).await;
     }
     let _ = app.write(move |store| store.purge_tombstones(now)).await;
     purged

@@ -320,6 +320,9 @@ pub struct Store {
     epoch: Option<Epoch>,
     /// In a batch: a write asked for the epoch to be bumped at its commit.
     bump_at_commit: bool,
+    /// Commits are synced to disk (`synchronous = FULL`): every commit but an
+    /// unsynced batch's.
+    synced: bool,
 }
 
 /// One write's transaction: its own (`BEGIN IMMEDIATE`), or in a batch a
@@ -422,6 +425,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             bump_at_commit: false,
+            synced: true,
         };
         store.migrate()?;
         Ok(store)
@@ -444,6 +448,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             bump_at_commit: false,
+            synced: true,
         };
         let version = store.schema_version()?;
         if version != MIGRATIONS.len() as i64 {
@@ -491,6 +496,7 @@ impl Store {
         Ok(if self.batching() {
             Write::InBatch(Nested::begin(&self.conn)?)
         } else {
+            self.sync_commits(true)?;
             Write::Alone(
                 self.conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)?,
@@ -521,8 +527,35 @@ impl Store {
 
     /// Starts a batch: takes the write lock (`BEGIN IMMEDIATE`).
     pub fn begin_batch(&mut self) -> Result<()> {
+        self.sync_commits(true)?;
         self.bump_at_commit = false;
         self.run_cached("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Starts a batch whose commit is not synced to disk: for work that may
+    /// be lost in a crash and done again (the purge of expired sessions), so
+    /// that it never makes the writer wait for an fsync. The log stays
+    /// whole: a crash loses only commits after the last synced one, and the
+    /// next synced commit makes this one durable too (one fsync covers the
+    /// whole log file). Every other transaction is synced: the batch's end
+    /// sets it back, and each synced start checks.
+    pub fn begin_unsynced_batch(&mut self) -> Result<()> {
+        self.sync_commits(false)?;
+        self.bump_at_commit = false;
+        self.run_cached("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Sets whether commits are synced, outside a transaction (where SQLite
+    /// takes the setting). A failure leaves `synced` as it was, so a synced
+    /// batch never starts on a connection that is not.
+    fn sync_commits(&mut self, synced: bool) -> Result<()> {
+        if self.synced != synced {
+            let mode = if synced { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.synced = synced;
+        }
         Ok(())
     }
 
@@ -544,6 +577,9 @@ impl Store {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         self.bump_at_commit = false;
+        // A failure here leaves `synced` false: the next synced start
+        // tries again, and fails rather than commit unsynced.
+        let _ = self.sync_commits(true);
     }
 
     /// Runs a statement without parameters, parsed once per connection.
@@ -562,6 +598,7 @@ impl Store {
         if std::mem::take(&mut self.bump_at_commit) {
             self.bump();
         }
+        let _ = self.sync_commits(true); // as in `abort_batch`
         Ok(())
     }
 
@@ -1297,6 +1334,48 @@ mod tests {
             .create_session(&session("b3", now + 3600), usize::MAX)
             .unwrap();
         assert_eq!(epoch.load(), before + 2);
+    }
+
+    /// An unsynced batch commits like any other, and is the only transaction
+    /// that is not synced: the connection is synced again after it, for a
+    /// batch and for a write of its own.
+    #[test]
+    fn only_an_unsynced_batch_commits_without_a_sync() {
+        let dir = TestDir::new("store-unsynced");
+        let path = dir.path().join("softphone.db");
+        let mut store = Store::open(&path).unwrap();
+        let other = Store::open_read_only(&path).unwrap();
+        let synchronous = |s: &Store| -> i64 {
+            s.conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        let now = 1_800_000_000;
+        assert_eq!(synchronous(&store), FULL);
+        store.begin_unsynced_batch().unwrap();
+        assert_eq!(synchronous(&store), NORMAL);
+        store
+            .in_batch(|s| {
+                let r = s.create_session(&session("u1", now + 3600), usize::MAX);
+                (r.is_ok(), r)
+            })
+            .unwrap()
+            .unwrap();
+        store.end_batch().unwrap();
+        assert_eq!(synchronous(&store), FULL, "synced again after it");
+        assert_eq!(other.session_revoked("u1").unwrap(), Some(false));
+        store.begin_unsynced_batch().unwrap();
+        store.abort_batch();
+        assert_eq!(synchronous(&store), FULL, "and after one rolled back");
+        store.begin_batch().unwrap();
+        assert_eq!(synchronous(&store), FULL);
+        store.end_batch().unwrap();
+        store
+            .create_session(&session("u2", now + 3600), usize::MAX)
+            .unwrap();
+        assert_eq!(other.session_revoked("u2").unwrap(), Some(false));
     }
 
     /// The purge deletes in bounded steps, only sessions every verifier has
