@@ -13,6 +13,7 @@ use softphone_shared::systemd;
 use softphone_shared::unix_now;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::group_commit::Writer;
 use crate::pbx_watch;
 use crate::refresh_rate;
 use crate::routes::routes;
@@ -113,47 +114,49 @@ async fn housekeeping(app: Arc<App>) {
         app.throttle().prune_all(now);
         app.refresh_rate()
             .prune(now, refresh_rate::Limits::from_config(&app.config()));
-        let purged = purge(&app, now).await;
+        let writer = app.writer().clone();
+        let purged = on_own_thread("purge", move || purge(&writer, now))
+            .await
+            .unwrap_or(0);
         if purged > 0 {
             eprintln!("softphone-issuer: purged {purged} expired session(s)");
         }
     }
 }
 
-/// How much CPU time one purge step's own work (its deletions) may take.
-const PURGE_STEP_TARGET: Duration = Duration::from_micros(500);
-/// The pause after a step, in multiples of the writer's time on it: the
-/// purge takes at most a fifth of the writer thread's time.
+/// How much CPU time one purge step (its deletions and commit) may take.
+const PURGE_STEP_TARGET: Duration = Duration::from_micros(150);
+/// The pause after a step, in multiples of its CPU time: the purge takes at
+/// most a fifth of a core.
 const PURGE_PAUSE_PER_WORK: u32 = 4;
 /// Rows a purge step starts with, and most it may take.
 const PURGE_STEP_FIRST: usize = 50;
 const PURGE_STEP_MOST: usize = 2000;
 
-/// Deletes the expired sessions every verifier has forgotten, in steps on
-/// the writer thread, each a transaction of its own whose commit is not
-/// synced (a crash only leaves rows for the next pass). A step's size is
-/// doubled or halved after each so that its deletions cost about
-/// [`PURGE_STEP_TARGET`] of the writer thread's CPU time (a deleted row costs
-/// ten times more in a table of a million random keys than in a small one;
-/// CPU time, since requests on the same core stretch a step's wall time, which
-/// shrank the steps to a row each). After each step a pause of
-/// [`PURGE_PAUSE_PER_WORK`] times the writer's whole time on it, commit
-/// included, so a backlog of a million leaves requests four fifths of the
-/// writer; then the old tombstones. Returns how many sessions it deleted.
-async fn purge(app: &App, now: i64) -> usize {
+/// Deletes the expired sessions every verifier has forgotten, on the calling
+/// thread (its own: see [`Writer::background`]), in steps on the writer
+/// connection between the requests' batches, each a transaction whose commit
+/// is not synced (a crash only leaves rows for the next pass). A step's size
+/// is doubled or halved after each so that it costs about
+/// [`PURGE_STEP_TARGET`] of this thread's CPU time (a deleted row costs ten
+/// times more in a table of a million random keys than in a small one; CPU
+/// time, since requests on the same core stretch a step's wall time, which
+/// shrank the steps to a row each), and a pause of [`PURGE_PAUSE_PER_WORK`]
+/// times that follows, so a backlog of a million never holds the writer
+/// long; then the old tombstones. Returns how many sessions it deleted.
+fn purge(writer: &Writer, now: i64) -> usize {
     let mut purged = 0;
     let mut step = PURGE_STEP_FIRST;
     loop {
-        let Ok(((deleted, work), writer_time)) = app
-            .write_unsynced(move |store| {
-                let began = cpu_time::this_thread();
-                let deleted = store.purge_expired(now, step)?;
-                Ok((deleted, cpu_time::this_thread().saturating_sub(began)))
-            })
-            .await
-        else {
-            break;
+        let began = cpu_time::this_thread();
+        let deleted = match writer.background(|store| store.purge_expired(now, step)) {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                eprintln!("softphone-issuer: the purge stops until the next pass: {e}");
+                return purged;
+            }
         };
+        let work = cpu_time::this_thread().saturating_sub(began);
         purged += deleted;
         if deleted < step {
             break;
@@ -163,8 +166,59 @@ async fn purge(app: &App, now: i64) -> usize {
         } else {
             (step * 2).min(PURGE_STEP_MOST)
         };
-        tokio::time::sleep(writer_time * PURGE_PAUSE_PER_WORK).await;
+        std::thread::sleep(work * PURGE_PAUSE_PER_WORK);
     }
-    let _ = app.write(move |store| store.purge_tombstones(now)).await;
+    if let Err(e) = writer.background(|store| store.purge_tombstones(now)) {
+        eprintln!("softphone-issuer: old tombstones stay until the next pass: {e}");
+    }
     purged
+}
+
+/// Runs `f` on a new thread named `name`, and waits for it without holding
+/// an async thread; None when the thread could not start or panicked.
+async fn on_own_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = done.send(f());
+        })
+        .ok()?;
+    result.await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use softphone_shared::store::Store;
+    use softphone_testkit::{TestDir, insert_session};
+
+    /// A backlog of several steps goes in one pass, on the purge's own
+    /// thread through the writer's connection; a live session stays, and a
+    /// second pass finds nothing.
+    #[test]
+    fn the_purge_deletes_a_backlog_of_expired_sessions_and_keeps_the_live() {
+        let dir = TestDir::new("serve-purge");
+        let db = dir.path().join("softphone.db");
+        let writer = Writer::start(Store::open(&db).unwrap(), Store::open(&db).unwrap()).unwrap();
+        let now = unix_now();
+        let backlog = PURGE_STEP_FIRST * 3;
+        writer
+            .background(|store| {
+                for i in 0..backlog {
+                    insert_session(store, &format!("old{i}"), now - 3 * 86_400);
+                }
+                insert_session(store, "live", now);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(purge(&writer, now), backlog);
+        let reader = Store::open_read_only(&db).unwrap();
+        assert!(reader.session("live").unwrap().is_some());
+        assert!(reader.session("old0").unwrap().is_none());
+        assert_eq!(purge(&writer, now), 0);
+    }
 }

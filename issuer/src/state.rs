@@ -6,7 +6,6 @@
 //! instead of starving refresh and profile).
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use crate::error::internal;
 use crate::group_commit::Writer;
@@ -186,15 +185,10 @@ impl App {
         self.writer.write(f).await
     }
 
-    /// Runs `f` on the writer connection in an unsynced transaction of its
-    /// own (background work a crash may undo); returns its result and the
-    /// writer's time on it ([`crate::group_commit`]).
-    pub async fn write_unsynced<T, F>(&self, f: F) -> Result<(T, Duration), ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
-    {
-        self.writer.write_unsynced(f).await
+    /// The writer, for background work on a thread of its own
+    /// ([`Writer::background`]).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Runs `f` on the reader connection, off the async threads.
