@@ -181,7 +181,19 @@ fn survives(name: &str, how: Damage) {
     assert_eq!(d.check(Some(&other)).status, 200);
     assert_eq!(d.issuer_get("/health", None).status, 200);
 
-    // Damaged again after the repair, then a logout at once.
+    // Damaged again after the repair, then a logout at once. The issuer
+    // looks once a second and rewrites a file damaged for 1.5 s, so at the
+    // second or third look after the damage: wait for its word rather than
+    // assume a time (the 2.5 s above missed whenever the damage fell just
+    // before a look).
+    let issuer_log = d.stderr_file("issuer");
+    let repaired = softphone_testkit::poll_until(Duration::from_secs(5), || {
+        // Its damage report says "rewritten in a second": the line of the
+        // repair itself ends with the word.
+        std::fs::read_to_string(&issuer_log)
+            .is_ok_and(|log| log.lines().any(|line| line.ends_with(" rewritten")))
+    });
+    assert!(repaired.is_some(), "the issuer never rewrote the file");
     damage(&d.epoch_file(), how);
     assert_eq!(d.issuer_post("/auth/logout", Some(&fresh)).status, 200);
     assert_eq!(d.check(Some(&fresh)).status, 401);
