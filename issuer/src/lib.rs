@@ -15,6 +15,7 @@ pub mod listing;
 pub mod metrics;
 pub mod nginx;
 pub mod pbx_watch;
+pub mod readers;
 pub mod refresh_rate;
 pub mod routes;
 pub mod serve;

@@ -13,6 +13,7 @@ use crate::hashing::{Hasher, Queue};
 use crate::lane::Lane;
 use crate::listing::Cached;
 use crate::metrics::Metrics;
+use crate::readers::Readers;
 use crate::refresh_rate::RefreshRate;
 use crate::throttle::{Limits, Throttle};
 use crate::{ApiError, Result};
@@ -32,8 +33,8 @@ pub struct App {
     /// concurrent writes share a commit.
     writer: Writer,
     /// Reads (is this session active? who is this user?) do not wait for a
-    /// writer's fsync.
-    reader: Arc<Mutex<Store>>,
+    /// writer's fsync, nor for each other.
+    readers: Arc<Readers>,
     /// The metrics' scrape counts sessions on a connection of its own, so a
     /// scrape never waits for a request's read, nor a request for a scrape.
     scrape_reader: Arc<Mutex<Store>>,
@@ -71,7 +72,7 @@ impl App {
             Store::open(&config.database())?,
             Store::open(&config.database())?,
         )?;
-        let reader = Store::open_read_only(&config.database())?;
+        let readers = Readers::open(&config.database())?;
         let scrape_reader = Store::open_read_only(&config.database())?;
         let log = SecurityLog::open(&config.security_log(), config.syslog, "softphone-issuer")?;
         Ok(App {
@@ -86,7 +87,7 @@ impl App {
             config: RwLock::new(Arc::new(config)),
             keys,
             writer,
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(readers),
             scrape_reader: Arc::new(Mutex::new(scrape_reader)),
             log,
             metrics: Metrics::new(),
@@ -191,13 +192,14 @@ impl App {
         &self.writer
     }
 
-    /// Runs `f` on the reader connection, off the async threads.
+    /// Runs `f` on a read connection, off the async threads.
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
     {
-        run_blocking(Arc::clone(&self.reader), f).await
+        let readers = Arc::clone(&self.readers);
+        blocking(move || f(&mut readers.take())).await
     }
 
     /// Runs `f` on the scrapes' own read connection, off the async threads.
@@ -206,7 +208,8 @@ impl App {
         T: Send + 'static,
         F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
     {
-        run_blocking(Arc::clone(&self.scrape_reader), f).await
+        let store = Arc::clone(&self.scrape_reader);
+        blocking(move || f(&mut store.lock().unwrap_or_else(|p| p.into_inner()))).await
     }
 
     /// The PBX database handles when users come from MikoPBX.
@@ -266,12 +269,10 @@ impl App {
         sid: String,
         username: String,
     ) -> Result<(Option<Session>, Option<Credential>), ApiError> {
-        let reader = Arc::clone(&self.reader);
+        let readers = Arc::clone(&self.readers);
         let pbx = self.pbx();
         blocking(move || {
-            let store = reader
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let store = readers.take();
             let session = store.session(&sid)?;
             let user = match pbx {
                 None => builtin::find(&store, &username)?,
@@ -326,20 +327,6 @@ fn calls_of(config: &Config) -> Option<Arc<PbxDatabase>> {
     config
         .cdr_database()
         .map(|path| Arc::new(PbxDatabase::new(&path)))
-}
-
-async fn run_blocking<T, F>(store: Arc<Mutex<Store>>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Store) -> softphone_shared::Result<T> + Send + 'static,
-{
-    blocking(move || {
-        let mut guard = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut guard)
-    })
-    .await
 }
 
 /// Runs `f` on the blocking pool; its errors are logged and become a 500.
