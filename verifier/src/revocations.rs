@@ -530,6 +530,9 @@ impl Revocations {
             }
         };
         let mut reader = self.lock_reader();
+        // The upkeep's reads (a burst's changes, the counts) take turns with
+        // the workers on their core; a request's own short read does not.
+        let sharing = reader.store.share_the_core(true);
         // First the changes, so that requests answer from the set again as
         // soon as it is current (a burst a request left here, say); then the
         // passes over every session, the counts and a merge, which requests
@@ -549,6 +552,9 @@ impl Revocations {
             }
         }
         self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
+        if sharing.is_ok() {
+            let _ = reader.store.share_the_core(false);
+        }
         drop(reader);
         let _ = self.noted(result.map(|_| ()), now);
         if trusted

@@ -727,10 +727,12 @@ fn revocation_burst(settings: &Settings, fx: &Fixture, user: &str) -> Result<Bur
     // commit's, from the revocation's start until it is committed (another
     // process's work, on the verifier's core), and the verifier's,
     // from the commit until the verifier refuses the user (at least
-    // BURST_WINDOW_MIN). The latencies of the requests in flight at any time
-    // in each are kept apart.
+    // BURST_WINDOW_MIN). The commit's has the requests in flight at any time
+    // within it; the verifier's, those sent within it, so that a request
+    // held up by the command, sent before the commit and answered after it,
+    // is counted once, in the command's window.
     let epoch = Instant::now();
-    let windows = Arc::new([Window::default(), Window::default()]);
+    let windows = Arc::new([Window::in_flight(), Window::sent_within()]);
     let w = Arc::clone(&windows);
     load_plan.judge = Some(Arc::new(move |_, sent: Instant, _| {
         let at = sent.duration_since(epoch).as_nanos() as u64;
@@ -801,18 +803,35 @@ struct Window {
     /// Nanoseconds after the load's epoch; 0 while not yet known.
     from: AtomicU64,
     until: AtomicU64,
+    /// Whether a request counts only if it was sent within the window, not
+    /// whenever it was in flight within it.
+    sent_within: bool,
     latencies: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Window {
-    /// Records a request sent at `at`, answered at `answered`, if it was in
-    /// flight at any time within the window.
+    /// A window of the requests in flight at any time within it.
+    fn in_flight() -> Window {
+        Window::default()
+    }
+
+    /// A window of the requests sent within it.
+    fn sent_within() -> Window {
+        Window {
+            sent_within: true,
+            ..Window::default()
+        }
+    }
+
+    /// Records a request sent at `at`, answered at `answered`, if it belongs
+    /// to the window.
     fn record(&self, at: u64, answered: u64, sent: Instant) {
         let (from, until) = (
             self.from.load(Ordering::Acquire),
             self.until.load(Ordering::Acquire),
         );
-        if from != 0 && answered >= from && (until == 0 || at <= until) {
+        let after_from = if self.sent_within { at } else { answered } >= from;
+        if from != 0 && after_from && (until == 0 || at <= until) {
             let micros = sent.elapsed().as_micros() as u64;
             if let Ok(mut h) = self.latencies.lock() {
                 h.get_or_insert_with(crate::load::new_histogram)
@@ -854,8 +873,8 @@ struct Burst {
     refused: Option<Duration>,
     /// Latencies of the requests in flight while the revocation committed.
     during_commit: Histogram<u64>,
-    /// Latencies of the requests in flight from the commit until the
-    /// verifier refused the user: while it applied the burst.
+    /// Latencies of the requests sent from the commit until the verifier
+    /// refused the user: while it applied the burst.
     window: Histogram<u64>,
 }
 
@@ -900,7 +919,7 @@ fn burst_report(report: &mut Report, b: &Burst, baseline_p99: f64) {
         }
     };
     report.annotate(format!(
-        "{} requests in flight while it committed, {} from the commit until the verifier refused the user",
+        "{} requests in flight while it committed, {} sent from the commit until the verifier refused the user",
         b.during_commit.len(),
         b.window.len()
     ));
