@@ -7,7 +7,7 @@
 //!
 //! A change is noticed through SQLite's `data_version` (another connection
 //! committed) or a replaced file, so an idle PBX costs one pragma per tick. The
-//! sweep reads one PBX row per user with active sessions, not per session.
+//! sweep reads the PBX's peers once, not once per user with active sessions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,9 +81,12 @@ pub async fn sweep(app: &App) -> Result<usize> {
     }
     let keys = app.keys();
     let stale = spawn_blocking(move || -> softphone_shared::Result<_> {
+        // On the listings' handle: a read of whole tables must not hold up
+        // a refresh's lookup on the others'.
+        let peers = pbx.listings.credentials()?;
         let mut stale = Vec::new();
         for (username, tags) in by_user {
-            let current = pbx.others.find(&username)?.filter(|c| !c.disabled);
+            let current = peers.get(&username).filter(|c| !c.disabled);
             for tag in tags {
                 let reason = match &current {
                     None => RevokeReason::UserDisabled,

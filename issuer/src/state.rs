@@ -305,10 +305,10 @@ pub struct Pbx {
     /// Its own handle, so a hashing thread preempted while it holds it never
     /// holds up a refresh.
     pub logins: PbxDatabase,
-    /// For refresh and the change watcher.
+    /// For refresh, and the change watcher's look at the file.
     pub others: PbxDatabase,
-    /// For the directory and the feature codes: remaking them reads whole
-    /// tables, which must not hold up a refresh.
+    /// For the directory, the feature codes and the watcher's sweep: each
+    /// reads whole tables, which must not hold up a refresh.
     pub listings: PbxDatabase,
 }
 
