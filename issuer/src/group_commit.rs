@@ -21,6 +21,12 @@
 //! thread, the refresh p99 during a purge of 100 000 on a busy core fell
 //! from 8.9-13x idle to 4.8-6.8x (bench/README.md, fifth pass).
 //!
+//! Background work and checkpoints run at a lower CPU priority than requests
+//! ([`thread_priority`]): on a core the requests keep busy, the kernel gives
+//! it what they leave. A batch that finds background work holding the
+//! connection raises that thread back until it lets go, so no batch waits for
+//! every busier thread as well.
+//!
 //! Checkpoints run on a thread and connection of their own, so that no batch
 //! waits for one. Alone, they would let the log grow without end under
 //! steady load (2 GB beside a 56 MB database in a bench run): the log starts
@@ -29,12 +35,13 @@
 //! long, the writer thread itself copies the last few pages between two
 //! batches, when no write can come between, and the next write restarts it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use softphone_shared::store::Store;
+use softphone_shared::thread_priority::{self, Tid};
 use tokio::sync::oneshot;
 
 use crate::error::internal;
@@ -70,6 +77,8 @@ pub struct Writer {
     /// The writer connection: the group-commit thread holds it for each
     /// batch, background work between two batches.
     store: Arc<Mutex<Store>>,
+    /// The thread doing background work on the connection, while it holds it.
+    holder: Arc<Holder>,
     /// The checkpoint thread runs while a handle exists.
     _alive: Arc<()>,
 }
@@ -81,6 +90,12 @@ impl Writer {
     /// handle is gone.
     pub fn start(store: Store, checkpointer: Store) -> Result<Writer> {
         store.leave_checkpoints_to_another()?;
+        let holder = Arc::new(Holder::new());
+        if !holder.lowers {
+            eprintln!(
+                "softphone-issuer: the purge runs at the priority of requests: this process may not raise a thread's priority back (the unit's LimitNICE=+0 allows it)"
+            );
+        }
         let (jobs, queue) = mpsc::sync_channel(QUEUE);
         // Raised by the checkpoint thread when the log is long, lowered by
         // the writer thread once it copied the rest.
@@ -88,14 +103,17 @@ impl Writer {
         let wanted = Arc::clone(&restart);
         let store = Arc::new(Mutex::new(store));
         let shared = Arc::clone(&store);
+        let held = Arc::clone(&holder);
         std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(&shared, queue, &wanted))?;
+            .spawn(move || run(&shared, &held, queue, &wanted))?;
         let alive = Arc::new(());
         let watched = Arc::downgrade(&alive);
         std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
+                // It holds nothing a request waits for: lowered for good.
+                let _ = thread_priority::set_nice(Tid::current(), thread_priority::BACKGROUND);
                 let mut failing = false;
                 while watched.upgrade().is_some() {
                     std::thread::sleep(CHECKPOINT_EVERY);
@@ -123,6 +141,7 @@ impl Writer {
         Ok(Writer {
             jobs,
             store,
+            holder,
             _alive: alive,
         })
     }
@@ -171,11 +190,21 @@ impl Writer {
     /// batches, in a transaction of its own whose commit is not synced: for
     /// background work a crash may undo and the next pass does again. Its
     /// CPU time is the caller's, so call it from a thread of its own, not
-    /// the async threads; a batch waits for it at most as long as `f` runs.
+    /// the async threads: that thread is lowered to background priority (see
+    /// the module's doc), and a batch waits for it at most as long as `f`
+    /// runs at the priority of requests.
     pub fn background<T>(
         &self,
         f: impl FnOnce(&mut Store) -> softphone_shared::Result<T>,
     ) -> softphone_shared::Result<T> {
+        let me = Tid::current();
+        if self.holder.lowers {
+            // Also after a batch raised it during the previous call.
+            let _ = thread_priority::set_nice(me, thread_priority::BACKGROUND);
+        }
+        // Named before it waits for the connection, so that a batch which
+        // finds it taken the moment it is raises it.
+        let _holding = self.holder.hold(me);
         let mut store = lock(&self.store);
         store.begin_unsynced_batch()?;
         let result = f(&mut store);
@@ -193,11 +222,66 @@ fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn run(shared: &Mutex<Store>, queue: Receiver<Job>, restart: &AtomicBool) {
+/// Which background thread holds the writer connection, so that a batch
+/// waiting for it can raise it; and whether background work is lowered at
+/// all (only when this process may raise it back: [`thread_priority::may_raise`]).
+#[derive(Debug)]
+struct Holder {
+    thread: AtomicI32,
+    lowers: bool,
+}
+
+impl Holder {
+    fn new() -> Holder {
+        Holder {
+            thread: AtomicI32::new(0),
+            lowers: thread_priority::may_raise(),
+        }
+    }
+
+    /// Names `thread` as the holder until the guard is dropped.
+    fn hold(&self, thread: Tid) -> Holding<'_> {
+        self.thread.store(thread.raw(), Ordering::Release);
+        Holding(self)
+    }
+
+    /// Gives the holder, if any, the priority of requests: it is lowered
+    /// again at its next background call.
+    fn raise(&self) {
+        if let Some(thread) = Tid::from_raw(self.thread.load(Ordering::Acquire)) {
+            let _ = thread_priority::set_nice(thread, thread_priority::NORMAL);
+        }
+    }
+}
+
+/// Clears the holder also when background work panics, so that no thread id
+/// the kernel may give out again stays named.
+struct Holding<'h>(&'h Holder);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.thread.store(0, Ordering::Release);
+    }
+}
+
+/// The writer connection for a batch: at once when it is free; otherwise the
+/// background thread holding it is raised, then waited for.
+fn take<'s>(shared: &'s Mutex<Store>, holder: &Holder) -> MutexGuard<'s, Store> {
+    match shared.try_lock() {
+        Ok(store) => store,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            holder.raise();
+            lock(shared)
+        }
+    }
+}
+
+fn run(shared: &Mutex<Store>, holder: &Holder, queue: Receiver<Job>, restart: &AtomicBool) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut delivers: Vec<Deliver> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
-        let mut store = lock(shared);
+        let mut store = take(shared, holder);
         if restart.load(Ordering::Relaxed) {
             // The checkpoint thread copied most of the log a moment ago:
             // copy the rest, so that this batch's commit restarts it (unless
@@ -298,6 +382,55 @@ mod tests {
         for sid in ["background", "request"] {
             assert!(reader.session(sid).unwrap().is_some(), "{sid}");
         }
+    }
+
+    /// Background work runs lowered; a write that finds it holding the
+    /// connection raises it to the priority of requests, and the next
+    /// background call is lowered again.
+    #[test]
+    fn a_waiting_write_raises_the_background_work_it_waits_for() {
+        let dir = TestDir::new("group-commit-priority");
+        let db = dir.path().join("softphone.db");
+        let writer = Writer::start(Store::open(&db).unwrap(), Store::open(&db).unwrap()).unwrap();
+        assert!(
+            writer.holder.lowers,
+            "the tests run where priorities may be raised"
+        );
+        let now = softphone_shared::unix_now();
+        let (held, holding) = mpsc::channel();
+        let (nice_during, nice_after) = std::thread::scope(|scope| {
+            let background = scope.spawn(|| {
+                let me = Tid::current();
+                let during = writer
+                    .background(|store| {
+                        let lowered = thread_priority::nice(me).unwrap();
+                        held.send(()).unwrap();
+                        // The write below is queued now; wait for its raise.
+                        let raised = softphone_testkit::poll_until(Duration::from_secs(10), || {
+                            thread_priority::nice(me).unwrap() == thread_priority::NORMAL
+                        });
+                        insert_session(store, "background", now);
+                        Ok((lowered, raised.is_some()))
+                    })
+                    .unwrap();
+                writer.background(|_| Ok(())).unwrap();
+                (during, thread_priority::nice(me).unwrap())
+            });
+            holding.recv().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(writer.write(move |store| {
+                    insert_session(store, "request", now);
+                    Ok(())
+                }))
+                .unwrap();
+            background.join().unwrap()
+        });
+        assert_eq!(nice_during, (thread_priority::BACKGROUND, true));
+        assert_eq!(nice_after, thread_priority::BACKGROUND);
     }
 
     /// Writes that never pause, beside readers that never pause: the log still

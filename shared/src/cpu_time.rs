@@ -48,6 +48,9 @@ mod tests {
         }
         let took = wall.elapsed();
         assert!(spun >= Duration::from_millis(20), "{spun:?}");
-        assert!(spun <= took + Duration::from_millis(1), "{spun:?} in {took:?}");
+        assert!(
+            spun <= took + Duration::from_millis(1),
+            "{spun:?} in {took:?}"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod recordings;
 pub mod seclog;
 pub mod store;
 pub mod systemd;
+pub mod thread_priority;
 pub mod token;
 pub mod users;
 

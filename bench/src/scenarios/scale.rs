@@ -58,7 +58,7 @@ const PROBE_CONNECTIONS: usize = 4;
 /// The shortest probe during and after a purge.
 const PURGE_ROUND: Duration = Duration::from_secs(1);
 /// A purge not done by then is reported as such, not waited for.
-const PURGE_WAIT: Duration = Duration::from_secs(900);
+const PURGE_WAIT: Duration = Duration::from_secs(2400);
 /// The burst's window is at least this long, so its p99 rests on more than a
 /// handful of requests.
 const BURST_WINDOW_MIN: Duration = Duration::from_millis(100);
