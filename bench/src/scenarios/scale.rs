@@ -57,8 +57,18 @@ const LOGOUTS: usize = 10;
 const PROBE_CONNECTIONS: usize = 4;
 /// The shortest probe during and after a purge.
 const PURGE_ROUND: Duration = Duration::from_secs(1);
-/// A purge not done by then is reported as such, not waited for.
+/// A purge not done by then is reported as such, not waited for. The purge
+/// runs at background priority and the probes keep the servers' core busy,
+/// so it gets what they leave: 1 000 000 took 1 383 s.
 const PURGE_WAIT: Duration = Duration::from_secs(2400);
+/// Short purges (1 000 sessions go in a fraction of a second) are purged
+/// again, with fresh expired sessions and a fresh issuer, until their
+/// windows add up to this: a p99 over one second rests on some fifty
+/// refreshes, and one slow moment of the machine decided it (2.2x in one
+/// full run, 1.1-1.6x in four short ones of the same code).
+const PURGE_WINDOWS: Duration = Duration::from_secs(3);
+/// Rounds of a purge at most.
+const PURGE_ROUNDS: usize = 5;
 /// The burst's window is at least this long, so its p99 rests on more than a
 /// handful of requests.
 const BURST_WINDOW_MIN: Duration = Duration::from_millis(100);
@@ -377,6 +387,9 @@ struct Point {
 }
 
 struct Purge {
+    /// How many times the sessions were purged (see [`PURGE_WINDOWS`]); the
+    /// times below are the slowest round's, the latencies all rounds'.
+    rounds: usize,
     /// From the issuer's start until no expired row was left (None: not
     /// within [`PURGE_WAIT`]).
     took: Option<Duration>,
@@ -540,11 +553,33 @@ fn login_run(settings: &Settings, fx: &Fixture, n: usize) -> Result<Outcome, Str
     Ok(login)
 }
 
+/// Purges `n` expired sessions in rounds until their windows add up to
+/// [`PURGE_WINDOWS`] (at most [`PURGE_ROUNDS`]; one when the purge is long).
+fn purge(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, String> {
+    let mut all = purge_round(settings, fx, n)?;
+    let mut windows = all.profile.0.elapsed;
+    while windows < PURGE_WINDOWS && all.rounds < PURGE_ROUNDS && all.took.is_some() {
+        let round = purge_round(settings, fx, n)?;
+        windows += round.profile.0.elapsed;
+        all.rounds += 1;
+        all.took = all.took.max(round.took).filter(|_| round.took.is_some());
+        all.drained = all
+            .drained
+            .max(round.drained)
+            .filter(|_| round.drained.is_some());
+        all.profile.0.then(round.profile.0);
+        all.profile.1.then(round.profile.1);
+        all.refresh.0.then(round.refresh.0);
+        all.refresh.1.then(round.refresh.1);
+    }
+    Ok(all)
+}
+
 /// Seeds `n` long-expired sessions and restarts the issuer, which purges at
 /// start-up (and then every minute); profile and refresh are probed from the
 /// start until the purge is over (so a request that waited for it all is
 /// answered and counted), then idle for as long (at most the run's duration).
-fn purge(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, String> {
+fn purge_round(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, String> {
     // The verifier is down while they are written, as it would never have
     // read these rows in one go: it learnt of each when it was made.
     fx.d.kill_verifier();
@@ -627,6 +662,7 @@ fn purge(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge, Strin
         &format!("scale: profile after the purge, N = {n}"),
     )?;
     Ok(Purge {
+        rounds: 1,
         took,
         drained,
         profile: (during.0, idle.0),
@@ -995,9 +1031,13 @@ fn rows(report: &mut Report, floors: &mut Option<[Floor; 3]>, p: &Point) {
             during,
         ));
         let idle_p99 = idle.percentile_ms(0.99);
+        let rounds = match p.purge.rounds {
+            1 => String::new(),
+            k => format!("{k} rounds; slowest: "),
+        };
         report.annotate(match (p.purge.took, p.purge.drained) {
             (Some(t), Some(d)) => format!(
-                "rows gone {:.2} s and refreshes answered again {:.2} s after the issuer's start; idle p99 {idle_p99:.3} ms",
+                "{rounds}rows gone {:.2} s and refreshes answered again {:.2} s after the issuer's start; idle p99 {idle_p99:.3} ms",
                 t.as_secs_f64(),
                 d.as_secs_f64()
             ),
