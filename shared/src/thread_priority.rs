@@ -3,7 +3,7 @@
 //! requests, so that on a busy core the kernel hands the core to requests
 //! first. At the same priority a purge took its fair share of a core the
 //! requests needed: with the bench's load on the servers' core, the refresh
-//! p99 during a purge of 100 000 sessions was 2.4-2.9x idle, and 1.1-1.4x with
+//! p99 during a purge of 100 000 sessions was 2.4-2.9x idle, and 1.3-1.4x with
 //! the purge at [`BACKGROUND`] (bench/README.md, eighth pass).
 //!
 //! A lowered thread that holds what a request waits for (the writer
