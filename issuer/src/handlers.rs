@@ -13,13 +13,13 @@ use softphone_shared::password;
 use softphone_shared::seclog::Event;
 use softphone_shared::store::{Created, NewSession, RevokeReason, Rotation};
 use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
-use softphone_shared::unix_now;
 use softphone_shared::users::{self, Credential, Secret, TagMatch};
+use softphone_shared::{session_id, unix_now, unix_now_ms};
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use crate::ApiError;
-use crate::error::json_response;
+use crate::error::{self, json_response};
 use crate::hashing::Queue;
 use crate::metrics::{self, Login, Logout, Refresh};
 use crate::state::{App, Pbx};
@@ -211,7 +211,7 @@ async fn check_login(app: &Arc<App>, meta: Meta, body: Bytes) -> Result<Response
         }
         None => (checked, None),
     };
-    let sid = tokens::random_id()?;
+    let sid = session_id::text(&session_id::new(unix_now_ms()).map_err(|e| error::internal(&e))?);
     let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;
     let cred_tag = credential.tag(keys.current());
     let bound_hash = credential.password_hash().map(str::to_owned);

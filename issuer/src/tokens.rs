@@ -19,7 +19,7 @@ pub struct Pair {
     pub refresh_exp: i64,
 }
 
-/// 128 random bits, base64url: session ids and token ids.
+/// 128 random bits, base64url: token ids (`jti`).
 pub fn random_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()

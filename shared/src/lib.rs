@@ -18,6 +18,7 @@ pub mod password;
 pub mod paths;
 pub mod recordings;
 pub mod seclog;
+pub mod session_id;
 pub mod store;
 pub mod systemd;
 pub mod thread_priority;
@@ -25,6 +26,13 @@ pub mod token;
 pub mod users;
 
 pub use error::{Error, Result};
+
+/// Milliseconds since the Unix epoch, as [`unix_now`] (0 before 1970).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Seconds since the Unix epoch. Every time-dependent function takes `now` as an
 /// argument so tests can pin the clock; only the daemons' edges call this.

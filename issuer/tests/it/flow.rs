@@ -1,5 +1,6 @@
 //! The seed's flow end to end, and refresh-token rotation.
 
+use softphone_shared::{session_id, unix_now_ms};
 use softphone_testkit::Daemons;
 
 use crate::{PASSWORD, USER};
@@ -86,6 +87,34 @@ fn the_seed_flow_from_login_to_logout() {
         "{log}"
     );
     d.assert_logs_clean(&[PASSWORD, &access, &refresh]);
+}
+
+/// A session's id begins with its creation time in milliseconds, so the
+/// sessions table (keyed by it) grows at one end; the rest is random.
+#[test]
+fn session_ids_begin_with_their_creation_time() {
+    let d = Daemons::start("sid-time");
+    d.add_user(USER, PASSWORD);
+    let before = unix_now_ms();
+    for _ in 0..3 {
+        assert_eq!(d.login(USER, PASSWORD).status, 200);
+    }
+    let after = unix_now_ms();
+    let ids: Vec<_> = d
+        .sql_strings("SELECT sid FROM sessions ORDER BY change_seq")
+        .iter()
+        .map(|sid| session_id::parse(sid).unwrap_or_else(|| panic!("{sid}")))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let times: Vec<u64> = ids.iter().map(session_id::created_ms).collect();
+    assert!(
+        before <= times[0] && times[0] <= times[1] && times[1] <= times[2] && times[2] <= after,
+        "{before} {times:?} {after}"
+    );
+    assert_ne!(
+        ids[0][session_id::TIME_LEN..],
+        ids[1][session_id::TIME_LEN..]
+    );
 }
 
 #[test]
