@@ -217,43 +217,38 @@ impl SessionSet {
 
     /// Records a row of the database.
     pub fn set(&mut self, sid: &str, expires: i64, revoked: bool, cutoff: i64) -> Change {
-        let was = self.state(sid);
         let state = State::new(self.origin, expires, revoked);
-        match parse_sid(sid) {
+        // One lookup per row: a burst's catch-up applies thousands of them
+        // while requests ask the database instead. An id is live in `base`
+        // or in `recent`, never in both.
+        let was = match parse_sid(sid) {
             Some(id) => match self.base.position(&id) {
                 Some(at) if self.base.entries[at].state != GONE => {
-                    self.base.entries[at].state = state;
+                    Some(std::mem::replace(&mut self.base.entries[at].state, state))
                 }
                 // New, or a deleted id made again (by hand): it lives in
                 // `recent` until the next merge.
-                _ => {
-                    self.recent.insert(id, state);
-                }
+                _ => self.recent.insert(id, state),
             },
-            None => {
-                self.odd.insert(sid.into(), state);
-            }
-        }
+            None => self.odd.insert(sid.into(), state),
+        };
         self.ended(was, Some(state), cutoff)
     }
 
     /// Forgets a session whose row was deleted.
     pub fn remove(&mut self, sid: &str, cutoff: i64) -> Change {
-        let was = self.state(sid);
-        match parse_sid(sid) {
-            Some(id) => {
-                if self.recent.remove(&id).is_none()
-                    && let Some(at) = self.base.position(&id)
-                    && self.base.entries[at].state != GONE
-                {
-                    self.base.entries[at].state = GONE;
-                    self.gone += 1;
+        let was = match parse_sid(sid) {
+            Some(id) => self.recent.remove(&id).or_else(|| {
+                let at = self.base.position(&id)?;
+                let entry = &mut self.base.entries[at];
+                if entry.state == GONE {
+                    return None;
                 }
-            }
-            None => {
-                self.odd.remove(sid);
-            }
-        }
+                self.gone += 1;
+                Some(std::mem::replace(&mut entry.state, GONE))
+            }),
+            None => self.odd.remove(sid),
+        };
         self.ended(was, None, cutoff)
     }
 
