@@ -916,10 +916,12 @@ impl Store {
     /// While `on`, a statement on this connection offers the core to the
     /// threads waiting for it (`sched_yield`) every [`STEPS_BETWEEN_YIELDS`]
     /// steps of SQLite's machine. For a background thread on a core that
-    /// request workers share: its long reads (a verifier's thousands of
-    /// changed rows after a burst of revocations, 11 ms) otherwise kept the
-    /// workers waiting until the kernel's next tick, up to 4 ms on a 250 Hz
-    /// kernel. With no other thread waiting, a yield returns at once.
+    /// request workers share, for reads nobody waits for (a verifier's
+    /// counts over every session): a long read otherwise keeps the workers
+    /// waiting until the kernel's next tick, up to 4 ms on a 250 Hz kernel.
+    /// With no other thread waiting, a yield returns at once; with one, the
+    /// yielding thread may wait a whole time slice for the core back, so a
+    /// read that requests wait for must not share.
     pub fn share_the_core(&mut self, on: bool) -> Result<()> {
         if on {
             self.conn.progress_handler(

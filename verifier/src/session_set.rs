@@ -155,9 +155,18 @@ pub struct SessionSet {
     base: Sorted,
     recent: HashMap<Sid, State>,
     odd: HashMap<Box<str>, State>,
+    /// Changes read but not yet applied, which lookups see first: a burst's
+    /// thousands of rows are shown at once ([`SessionSet::show`]) and applied
+    /// to `base` and `recent` after, a chunk at a time, while requests
+    /// already answer from memory. Empty otherwise.
+    pending: HashMap<Sid, State>,
     /// Entries of `base` whose row was deleted.
     gone: usize,
 }
+
+/// Changes for [`SessionSet::show`], made by [`SessionSet::pending`].
+#[derive(Debug, Default)]
+pub struct Pending(HashMap<Sid, State>);
 
 /// What [`SessionSet::set`] and [`SessionSet::remove`] did to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,10 +193,14 @@ impl SessionSet {
         state.is_some_and(|s| self.live(s, cutoff) && !s.revoked())
     }
 
-    /// The state of `sid`, whatever its age.
+    /// The state of `sid`, whatever its age; a pending change first.
     fn state(&self, sid: &str) -> Option<State> {
         match parse_sid(sid) {
-            Some(id) => self.state_of(&id),
+            Some(id) => self
+                .pending
+                .get(&id)
+                .copied()
+                .or_else(|| self.state_of(&id)),
             None => self.odd.get(sid).copied(),
         }
     }
@@ -213,6 +226,45 @@ impl SessionSet {
             }
             _ => Standing::Unknown,
         }
+    }
+
+    /// Changed rows (id, expiry, revoked) and deleted ids, in the order
+    /// read, as a [`Pending`] for [`SessionSet::show`]; `None` if an id is
+    /// not one the issuer makes (rows made by hand: applied as they come).
+    /// Needs only `&self`: it is built under the read lock requests share.
+    pub fn pending<'a>(
+        &self,
+        rows: impl Iterator<Item = (&'a str, i64, bool)>,
+        deleted: impl Iterator<Item = &'a str>,
+    ) -> Option<Pending> {
+        let mut pending = HashMap::new();
+        for sid in deleted {
+            pending.insert(parse_sid(sid)?, GONE);
+        }
+        // After the deletions: a deleted id made again is in both.
+        for (sid, expires, revoked) in rows {
+            pending.insert(parse_sid(sid)?, State::new(self.origin, expires, revoked));
+        }
+        Some(Pending(pending))
+    }
+
+    /// Shows `pending` to lookups until [`SessionSet::applied`]. The caller
+    /// applies the same changes with `set` and `remove` meanwhile, and no
+    /// others: a lookup would not see those.
+    pub fn show(&mut self, pending: Pending) {
+        self.pending = pending.0;
+    }
+
+    /// Ends what [`SessionSet::show`] began, once every change is applied;
+    /// returns the map to be dropped outside the lock.
+    pub fn applied(&mut self) -> Pending {
+        Pending(std::mem::take(&mut self.pending))
+    }
+
+    /// How many changes are shown and not yet applied.
+    #[cfg(test)]
+    pub(crate) fn showing(&self) -> usize {
+        self.pending.len()
     }
 
     /// Records a row of the database.
@@ -394,6 +446,7 @@ impl SessionSet {
                 .filter(|(_, s)| self.live(**s, cutoff))
                 .map(|(sid, s)| (sid.clone(), s.rebased(from, to)))
                 .collect(),
+            pending: HashMap::new(),
             gone: 0,
         }
     }
@@ -440,6 +493,7 @@ impl Builder {
             base: Sorted::new(self.entries),
             recent: HashMap::new(),
             odd: self.odd,
+            pending: HashMap::new(),
             gone: 0,
         }
     }
@@ -575,6 +629,45 @@ mod tests {
             expires: NOW + 3600,
             revoked: true
         }));
+    }
+
+    #[test]
+    fn pending_changes_are_seen_before_they_are_applied() {
+        let mut set = set_of(100, NOW + 3600, |_| false);
+        let new = sid(500);
+        let rows = [(sid(1), NOW + 3600, true), (new.clone(), NOW + 60, false)];
+        let deleted = [sid(2), sid(2000)];
+        let pending = set
+            .pending(
+                rows.iter().map(|(s, e, r)| (s.as_str(), *e, *r)),
+                deleted.iter().map(String::as_str),
+            )
+            .unwrap();
+        set.show(pending);
+        let check = |set: &SessionSet| {
+            assert_eq!(set.standing(&sid(0), NOW), Standing::Usable);
+            assert_eq!(set.standing(&sid(1), NOW), Standing::Revoked);
+            assert_eq!(set.standing(&sid(2), NOW), Standing::Unknown);
+            assert_eq!(set.standing(&new, NOW), Standing::Usable);
+            assert_eq!(set.standing(&sid(2000), NOW), Standing::Unknown);
+        };
+        check(&set);
+        // Applied meanwhile, the changes still tell what ended.
+        assert_eq!(set.remove(&sid(2), NOW), Change::Ended);
+        assert_eq!(set.remove(&sid(2000), NOW), Change::Other);
+        assert_eq!(set.set(&sid(1), NOW + 3600, true, NOW), Change::Ended);
+        assert_eq!(set.set(&new, NOW + 60, false, NOW), Change::Other);
+        check(&set);
+        assert_eq!(set.applied().0.len(), 4);
+        check(&set);
+        assert_eq!(set.counts(NOW), (100, 1));
+        // Ids the issuer does not make are not shown, but applied as they come.
+        let odd = [("hand-made".to_owned(), NOW + 60, true)];
+        let none = set.pending(
+            odd.iter().map(|(s, e, r)| (s.as_str(), *e, *r)),
+            std::iter::empty(),
+        );
+        assert!(none.is_none());
     }
 
     #[test]
