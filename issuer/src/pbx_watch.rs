@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use softphone_shared::keys::KeyRing;
 use softphone_shared::store::RevokeReason;
+use softphone_shared::thread_priority;
 use softphone_shared::unix_now;
 use softphone_shared::users::TagMatch;
 
-use crate::state::App;
+use crate::state::{App, Pbx};
 use crate::{Error, Result};
 use tokio::task::spawn_blocking;
 
@@ -28,9 +30,10 @@ pub async fn watch(app: Arc<App>) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let lowers = thread_priority::may_raise();
     loop {
         tick.tick().await;
-        match sweep(&app).await {
+        match sweep(&app, lowers).await {
             Ok(revoked) => {
                 if failing {
                     eprintln!("softphone-issuer: the PBX database is readable again");
@@ -57,7 +60,12 @@ pub async fn watch(app: Arc<App>) {
 /// Revokes the active sessions whose credential the PBX no longer has; returns
 /// how many. Nothing is revoked when the PBX database cannot be read: a missing
 /// file must not end every session.
-pub async fn sweep(app: &App) -> Result<usize> {
+///
+/// The comparison runs at background priority when `lowers`
+/// ([`thread_priority::in_background`]): after a start it reads every peer
+/// (100 000 in the bench's PBX) and checks every active session, within the
+/// issuer's first second, when requests may already be waiting.
+pub async fn sweep(app: &App, lowers: bool) -> Result<usize> {
     let Some(pbx) = app.pbx() else {
         return Ok(0);
     };
@@ -80,25 +88,8 @@ pub async fn sweep(app: &App) -> Result<usize> {
         by_user.entry(username).or_default().push(tag);
     }
     let keys = app.keys();
-    let stale = spawn_blocking(move || -> softphone_shared::Result<_> {
-        // On the listings' handle: a read of whole tables must not hold up
-        // a refresh's lookup on the others'.
-        let peers = pbx.listings.credentials()?;
-        let mut stale = Vec::new();
-        for (username, tags) in by_user {
-            let current = peers.get(&username).filter(|c| !c.disabled);
-            for tag in tags {
-                let reason = match &current {
-                    None => RevokeReason::UserDisabled,
-                    Some(c) if c.tag_match(&keys, &tag, now) == TagMatch::NoMatch => {
-                        RevokeReason::CredentialsChanged
-                    }
-                    Some(_) => continue,
-                };
-                stale.push((username.clone(), tag, reason));
-            }
-        }
-        Ok(stale)
+    let stale = spawn_blocking(move || {
+        thread_priority::in_background(lowers, || stale_credentials(&pbx, by_user, &keys, now))
     })
     .await
     .map_err(joined)??;
@@ -112,6 +103,31 @@ pub async fn sweep(app: &App) -> Result<usize> {
         revoked += n;
     }
     Ok(revoked)
+}
+
+/// The active credentials (by user) that the PBX no longer has, and why.
+fn stale_credentials(
+    pbx: &Pbx,
+    by_user: BTreeMap<String, Vec<String>>,
+    keys: &KeyRing,
+    now: i64,
+) -> softphone_shared::Result<Vec<(String, String, RevokeReason)>> {
+    let peers = pbx.sweeps.credentials()?;
+    let mut stale = Vec::new();
+    for (username, tags) in by_user {
+        let current = peers.get(&username).filter(|c| !c.disabled);
+        for tag in tags {
+            let reason = match &current {
+                None => RevokeReason::UserDisabled,
+                Some(c) if c.tag_match(keys, &tag, now) == TagMatch::NoMatch => {
+                    RevokeReason::CredentialsChanged
+                }
+                Some(_) => continue,
+            };
+            stale.push((username.clone(), tag, reason));
+        }
+    }
+    Ok(stale)
 }
 
 fn joined(e: tokio::task::JoinError) -> Error {

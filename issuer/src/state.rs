@@ -307,9 +307,13 @@ pub struct Pbx {
     pub logins: PbxDatabase,
     /// For refresh, and the change watcher's look at the file.
     pub others: PbxDatabase,
-    /// For the directory, the feature codes and the watcher's sweep: each
-    /// reads whole tables, which must not hold up a refresh.
+    /// For the directory and the feature codes: each reads whole tables,
+    /// which must not hold up a refresh.
     pub listings: PbxDatabase,
+    /// For the watcher's sweep, which reads every peer at background
+    /// priority: its own handle, so that no request waits behind a lowered
+    /// thread that holds it.
+    pub sweeps: PbxDatabase,
 }
 
 fn pbx_of(source: &UserSource) -> Option<Arc<Pbx>> {
@@ -319,6 +323,7 @@ fn pbx_of(source: &UserSource) -> Option<Arc<Pbx>> {
             logins: PbxDatabase::new(path),
             others: PbxDatabase::new(path),
             listings: PbxDatabase::new(path),
+            sweeps: PbxDatabase::new(path),
         })),
     }
 }

@@ -1,5 +1,5 @@
-//! Background work (the issuer's purge of expired sessions and its
-//! checkpoints) runs at a lower CPU priority than the threads that answer
+//! Background work (the issuer's purge of expired sessions, its
+//! checkpoints, the PBX watcher's sweep) runs at a lower CPU priority than the threads that answer
 //! requests, so that on a busy core the kernel hands the core to requests
 //! first. At the same priority a purge took its fair share of a core the
 //! requests needed: with the bench's load on the servers' core, the refresh
@@ -86,9 +86,37 @@ pub fn may_raise() -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `work` on the calling thread at [`BACKGROUND`] and sets the thread
+/// back to [`NORMAL`] afterwards (on a panic too): for background work on a
+/// thread of a pool, which must go back as it came. `lowers` is
+/// [`may_raise`]'s answer, asked once: without it the thread could not be set
+/// back, and `work` runs at the thread's priority.
+pub fn in_background<T>(lowers: bool, work: impl FnOnce() -> T) -> T {
+    struct Back(Tid);
+    impl Drop for Back {
+        fn drop(&mut self) {
+            let _ = set_nice(self.0, NORMAL);
+        }
+    }
+    let me = Tid::current();
+    let _back = (lowers && set_nice(me, BACKGROUND).is_ok()).then_some(Back(me));
+    work()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_work_on_a_pool_thread_gives_the_thread_back_as_it_came() {
+        let me = Tid::current();
+        assert_eq!(in_background(true, || nice(me).unwrap()), BACKGROUND);
+        assert_eq!(nice(me).unwrap(), NORMAL);
+        assert_eq!(in_background(false, || nice(me).unwrap()), NORMAL);
+        let panicked = std::panic::catch_unwind(|| in_background(true, || panic!("work failed")));
+        assert!(panicked.is_err());
+        assert_eq!(nice(me).unwrap(), NORMAL);
+    }
 
     /// One thread lowered by another and raised back; the others keep theirs.
     /// (Tests run as root in CI, so raising is allowed.)
