@@ -45,6 +45,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// A statement that gave up because it was asked to
+    /// ([`crate::store::Store::share_the_core`]).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Db(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::OperationInterrupted)
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

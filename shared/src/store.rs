@@ -13,6 +13,8 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
@@ -915,24 +917,25 @@ impl Store {
 
     /// While `on`, a statement on this connection offers the core to the
     /// threads waiting for it (`sched_yield`) every [`STEPS_BETWEEN_YIELDS`]
-    /// steps of SQLite's machine. For a background thread on a core that
-    /// request workers share, for reads nobody waits for (a verifier's
-    /// counts over every session): a long read otherwise keeps the workers
-    /// waiting until the kernel's next tick, up to 4 ms on a 250 Hz kernel.
-    /// With no other thread waiting, a yield returns at once; with one, the
-    /// yielding thread may wait a whole time slice for the core back, so a
-    /// read that requests wait for must not share.
-    pub fn share_the_core(&mut self, on: bool) -> Result<()> {
-        if on {
-            self.conn.progress_handler(
+    /// steps of SQLite's machine, and gives up (an error that
+    /// [`Error::is_interrupted`] tells) once `give_up` is set. For a
+    /// background thread on a core that request workers share, for reads
+    /// nobody waits for (a verifier's counts over every session): a long
+    /// read otherwise keeps the workers waiting until the kernel's next tick,
+    /// up to 4 ms on a 250 Hz kernel. With no other thread waiting, a yield
+    /// returns at once; with one, the yielding thread may wait a whole time
+    /// slice for the core back, so a read that requests wait for must not
+    /// share, and one they come to wait for gives up.
+    pub fn share_the_core(&mut self, on: Option<Arc<AtomicBool>>) -> Result<()> {
+        match on {
+            Some(give_up) => self.conn.progress_handler(
                 STEPS_BETWEEN_YIELDS,
-                Some(|| {
+                Some(move || {
                     std::thread::yield_now();
-                    false // go on with the statement
+                    give_up.load(Ordering::Relaxed)
                 }),
-            )?;
-        } else {
-            self.conn.progress_handler(0, None::<fn() -> bool>)?;
+            )?,
+            None => self.conn.progress_handler(0, None::<fn() -> bool>)?,
         }
         Ok(())
     }
@@ -1553,6 +1556,30 @@ mod tests {
 
     /// A bounded read of the changes gives all of them, or says there are
     /// more, counting changed rows and deletions each against the limit.
+    #[test]
+    fn a_shared_read_gives_up_when_asked() {
+        let dir = TestDir::new("store-give-up");
+        let mut store = Store::open(&dir.path().join("softphone.db")).unwrap();
+        let count =
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+                     SELECT count(*) FROM n";
+        let give_up = Arc::new(AtomicBool::new(false));
+        store.share_the_core(Some(Arc::clone(&give_up))).unwrap();
+        let counted: i64 = store.conn.query_row(count, [], |r| r.get(0)).unwrap();
+        assert_eq!(counted, 100_000);
+        give_up.store(true, Ordering::Relaxed);
+        let e = Error::from(
+            store
+                .conn
+                .query_row(count, [], |r| r.get::<_, i64>(0))
+                .unwrap_err(),
+        );
+        assert!(e.is_interrupted(), "{e}");
+        store.share_the_core(None).unwrap();
+        let counted: i64 = store.conn.query_row(count, [], |r| r.get(0)).unwrap();
+        assert_eq!(counted, 100_000);
+    }
+
     #[test]
     fn few_session_changes_are_all_or_nothing() {
         let dir = softphone_testkit::TestDir::new("store-few-changes");

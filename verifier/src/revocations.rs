@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::Duration;
 
 use softphone_shared::epoch::{Epoch, FileState};
@@ -138,6 +138,11 @@ pub struct Revocations {
     /// that the workers do not queue on one (a worker blocked on a lock holds
     /// up every request of its coroutines).
     askers: Vec<Mutex<Store>>,
+    /// Set by a request that found the upkeep holding the reader: the
+    /// upkeep's counts (a pass over every session, most of a second at a
+    /// million under load) give up and are tried again at the next round,
+    /// rather than keep every request asking the database meanwhile.
+    reader_wanted: Arc<AtomicBool>,
     db_path: PathBuf,
     /// Tokens live `leeway` seconds past `exp`; so must their revocations.
     leeway: i64,
@@ -181,6 +186,7 @@ impl Revocations {
             failing: AtomicBool::new(false),
             sessions: RwLock::new(SessionSet::default()),
             version: AtomicU64::new(1),
+            reader_wanted: Arc::new(AtomicBool::new(false)),
             askers: (0..ASKERS)
                 .map(|_| Store::open_read_only(db_path).map(Mutex::new))
                 .collect::<softphone_shared::Result<_>>()?,
@@ -264,7 +270,11 @@ impl Revocations {
         let mut reader = match self.reader.try_lock() {
             Ok(reader) => reader,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return Ok(Synced::Busy),
+            Err(TryLockError::WouldBlock) => {
+                // The upkeep's counts give up for this.
+                self.reader_wanted.store(true, Ordering::Relaxed);
+                return Ok(Synced::Busy);
+            }
         };
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(Synced::Yes); // another worker just did it
@@ -571,7 +581,8 @@ impl Revocations {
         // SQLite stretched the read of a burst's 10 008 rows from 1.5 ms to
         // 115 ms under load. Then the passes over every session, the counts
         // and a merge, which requests need not wait for: those take turns
-        // with the workers on their core.
+        // with the workers on their core, and the counts give up as soon as
+        // a request finds the reader taken (a burst that came meanwhile).
         let epoch = self.epoch.load();
         let mut result = self.load(
             &mut reader,
@@ -584,20 +595,30 @@ impl Revocations {
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
         }
-        let sharing = reader.store.share_the_core(true);
-        let count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
+        let mut count = now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at;
         if count && result.is_ok() {
-            reader.counted_at = now;
+            let counted_before = std::mem::replace(&mut reader.counted_at, now);
+            self.reader_wanted.store(false, Ordering::Relaxed);
+            let sharing = reader
+                .store
+                .share_the_core(Some(Arc::clone(&self.reader_wanted)));
             let epoch = self.epoch.load();
             result = self.load(&mut reader, now, Pass::Upkeep { count: true, epoch });
-            if result.is_ok() {
-                self.synced.store(epoch, Ordering::Release);
+            match &result {
+                Ok(_) => self.synced.store(epoch, Ordering::Release),
+                // A request wanted the reader: counted at the next round.
+                Err(e) if e.is_interrupted() => {
+                    reader.counted_at = counted_before;
+                    result = Ok(Loaded::All);
+                    count = false;
+                }
+                Err(_) => {}
+            }
+            if sharing.is_ok() {
+                let _ = reader.store.share_the_core(None);
             }
         }
         self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
-        if sharing.is_ok() {
-            let _ = reader.store.share_the_core(false);
-        }
         drop(reader);
         let _ = self.noted(result.map(|_| ()), now);
         if trusted
