@@ -146,6 +146,10 @@ enum SessionCommand {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread or connection.
+    #[allow(unsafe_code)]
+    let applied = unsafe { softphone_shared::sqlite_setup::apply() };
+    debug_assert!(applied, "SQLite started before main");
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

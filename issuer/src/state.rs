@@ -310,9 +310,9 @@ pub struct Pbx {
     /// For the directory and the feature codes: each reads whole tables,
     /// which must not hold up a refresh.
     pub listings: PbxDatabase,
-    /// For the watcher's sweep, which reads every peer at background
-    /// priority: its own handle, so that no request waits behind a lowered
-    /// thread that holds it.
+    /// For the watcher's sweep, which reads every peer under SCHED_IDLE: its
+    /// own handle, so that no request waits behind an idle-class thread that
+    /// holds it.
     pub sweeps: PbxDatabase,
 }
 

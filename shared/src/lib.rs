@@ -19,6 +19,7 @@ pub mod paths;
 pub mod recordings;
 pub mod seclog;
 pub mod session_id;
+pub mod sqlite_setup;
 pub mod store;
 pub mod systemd;
 pub mod thread_priority;

@@ -1,17 +1,29 @@
-//! Background work (the issuer's purge of expired sessions, its
-//! checkpoints, the PBX watcher's sweep) runs at a lower CPU priority than the threads that answer
+//! Background work runs at a lower CPU priority than the threads that answer
 //! requests, so that on a busy core the kernel hands the core to requests
-//! first. At the same priority a purge took its fair share of a core the
-//! requests needed: with the bench's load on the servers' core, the refresh
-//! p99 during a purge of 100 000 sessions was 2.4-2.9x idle, and 1.3-1.4x with
-//! the purge at [`BACKGROUND`] (bench/README.md, eighth pass).
+//! first. Two classes, by what the work holds:
+//!
+//! - [`BACKGROUND`], nice 10, for work that holds what a request may wait for
+//!   and must keep moving: the issuer's purge of expired sessions and its
+//!   checkpoints hold the writer connection. At the same priority a purge took
+//!   its fair share of a core the requests needed: with the bench's load on
+//!   the servers' core, the refresh p99 during a purge of 100 000 sessions was
+//!   2.4-2.9x idle, and 1.3-1.4x with the purge at nice 10 (bench/README.md,
+//!   eighth pass).
+//! - [`when_idle`], SCHED_IDLE, for work that holds nothing a request waits
+//!   for: the PBX watcher's sweep, on a handle of its own. A nice value only
+//!   weighs the share of a core; the kernel still lets a lowered thread finish
+//!   its slice before a woken request runs. At nice 10 the sweep of a
+//!   100 000-peer PBX, in an issuer's first second, took the refresh p99 from
+//!   1.45 ms (no sweep) to 4.1-4.5 ms, at nice 19 to 3.0-3.8 ms, under
+//!   SCHED_IDLE to 1.8-2.1 ms (bench/README.md, tenth pass).
 //!
 //! A lowered thread that holds what a request waits for (the writer
 //! connection) must be raised back while the request waits, or the request
 //! waits for every busier thread too (a batch of refreshes waited up to
 //! 347 ms behind a purge step at nice 19). Raising needs CAP_SYS_NICE or an
-//! RLIMIT_NICE that reaches [`NORMAL`] (the unit's `LimitNICE=+0`):
-//! [`may_raise`] says whether this process has either.
+//! RLIMIT_NICE that reaches [`NORMAL`] (the unit's `LimitNICE=+0`), and so
+//! does leaving SCHED_IDLE: [`may_raise`] says whether this process may do
+//! both.
 
 use std::io;
 
@@ -72,35 +84,70 @@ pub fn nice(thread: Tid) -> io::Result<i32> {
         .ok_or_else(|| io::Error::other("unreadable /proc stat"))
 }
 
-/// Whether this process may raise a lowered thread back to [`NORMAL`]: tried
-/// on a thread of its own, which is lowered and raised and then ends.
+/// Whether this process may raise a lowered thread back to [`NORMAL`] and
+/// take a thread out of SCHED_IDLE: tried on a thread of its own, which is
+/// lowered and raised both ways and then ends.
 pub fn may_raise() -> bool {
     std::thread::Builder::new()
         .name("nice-probe".into())
         .spawn(|| {
             let me = Tid::current();
-            set_nice(me, BACKGROUND).is_ok() && set_nice(me, NORMAL).is_ok()
+            set_nice(me, BACKGROUND).is_ok()
+                && set_nice(me, NORMAL).is_ok()
+                && set_policy(libc::SCHED_IDLE).is_ok()
+                && set_policy(libc::SCHED_OTHER).is_ok()
         })
         .ok()
         .and_then(|probe| probe.join().ok())
         .unwrap_or(false)
 }
 
-/// Runs `work` on the calling thread at [`BACKGROUND`] and sets the thread
-/// back to [`NORMAL`] afterwards (on a panic too): for background work on a
-/// thread of a pool, which must go back as it came. `lowers` is
-/// [`may_raise`]'s answer, asked once: without it the thread could not be set
-/// back, and `work` runs at the thread's priority.
-pub fn in_background<T>(lowers: bool, work: impl FnOnce() -> T) -> T {
-    struct Back(Tid);
+/// Runs `work` on the calling thread under SCHED_IDLE, which gets a core only
+/// when no other thread wants it, and sets the thread back to SCHED_OTHER
+/// afterwards (on a panic too): for background work on a thread of a pool,
+/// which must go back as it came. `lowers` is [`may_raise`]'s answer, asked
+/// once: without it the thread could not be set back, and `work` runs at the
+/// thread's priority.
+///
+/// Only for work that holds nothing a request waits for: on a core that
+/// requests keep busy, such work waits for as long as they do.
+pub fn when_idle<T>(lowers: bool, work: impl FnOnce() -> T) -> T {
+    struct Back;
     impl Drop for Back {
         fn drop(&mut self) {
-            let _ = set_nice(self.0, NORMAL);
+            let _ = set_policy(libc::SCHED_OTHER);
         }
     }
-    let me = Tid::current();
-    let _back = (lowers && set_nice(me, BACKGROUND).is_ok()).then_some(Back(me));
+    let _back = (lowers && set_policy(libc::SCHED_IDLE).is_ok()).then_some(Back);
     work()
+}
+
+/// Sets the calling thread's scheduling policy, one of the normal ones
+/// (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE), whose static priority is 0. The
+/// thread's nice value is kept.
+fn set_policy(policy: libc::c_int) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread (id 0) with a valid
+    // pointer to a parameter that lives across it.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's scheduling policy (`libc::SCHED_*`).
+pub fn policy() -> io::Result<libc::c_int> {
+    // SAFETY: plain system call on the calling thread.
+    #[allow(unsafe_code)]
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy >= 0 {
+        Ok(policy)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -108,14 +155,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn background_work_on_a_pool_thread_gives_the_thread_back_as_it_came() {
+    fn idle_work_on_a_pool_thread_gives_the_thread_back_as_it_came() {
         let me = Tid::current();
-        assert_eq!(in_background(true, || nice(me).unwrap()), BACKGROUND);
-        assert_eq!(nice(me).unwrap(), NORMAL);
-        assert_eq!(in_background(false, || nice(me).unwrap()), NORMAL);
-        let panicked = std::panic::catch_unwind(|| in_background(true, || panic!("work failed")));
+        assert_eq!(policy().unwrap(), libc::SCHED_OTHER);
+        assert_eq!(
+            when_idle(true, || (policy().unwrap(), nice(me).unwrap())),
+            (libc::SCHED_IDLE, NORMAL)
+        );
+        assert_eq!(
+            (policy().unwrap(), nice(me).unwrap()),
+            (libc::SCHED_OTHER, NORMAL)
+        );
+        assert_eq!(when_idle(false, || policy().unwrap()), libc::SCHED_OTHER);
+        let panicked = std::panic::catch_unwind(|| when_idle(true, || panic!("work failed")));
         assert!(panicked.is_err());
-        assert_eq!(nice(me).unwrap(), NORMAL);
+        assert_eq!(policy().unwrap(), libc::SCHED_OTHER);
     }
 
     /// One thread lowered by another and raised back; the others keep theirs.
