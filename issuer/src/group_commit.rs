@@ -93,7 +93,7 @@ impl Writer {
         let holder = Arc::new(Holder::new());
         if !holder.lowers {
             eprintln!(
-                "softphone-issuer: the purge runs at the priority of requests: this process may not raise a thread's priority back (the unit's LimitNICE=+0 allows it)"
+                "softphone-issuer: the purge and the PBX watcher's sweep run at the priority of requests: this process may not raise a thread's priority back (the unit's LimitNICE=+0 allows it)"
             );
         }
         let (jobs, queue) = mpsc::sync_channel(QUEUE);
