@@ -2,17 +2,18 @@
 //! requests, so that on a busy core the kernel hands the core to requests
 //! first. Two classes, by what the work holds:
 //!
-//! - [`BACKGROUND`], nice 10, for work that holds what a request may wait for
-//!   and must keep moving: the issuer's purge of expired sessions and its
-//!   checkpoints hold the writer connection. At the same priority a purge took
+//! - [`BACKGROUND`], nice 10, for work that must keep moving on a busy core:
+//!   the issuer's purge of expired sessions holds the writer connection, and
+//!   its checkpoints bound the log every read goes through. At the same
+//!   priority a purge took
 //!   its fair share of a core the requests needed: with the bench's load on
 //!   the servers' core, the refresh p99 during a purge of 100 000 sessions was
 //!   2.4-2.9x idle, and 1.3-1.4x with the purge at nice 10 (bench/README.md,
 //!   eighth pass).
 //! - [`when_idle`], SCHED_IDLE, for work that holds nothing a request waits
 //!   for: the PBX watcher's sweep, on a handle of its own. A nice value only
-//!   weighs the share of a core; the kernel still lets a lowered thread finish
-//!   its slice before a woken request runs. At nice 10 the sweep of a
+//!   weighs the share of a core, not how soon a woken request gets it, which
+//!   SCHED_IDLE gives at once. At nice 10 the sweep of a
 //!   100 000-peer PBX, in an issuer's first second, took the refresh p99 from
 //!   1.45 ms (no sweep) to 4.1-4.5 ms, at nice 19 to 3.0-3.8 ms, under
 //!   SCHED_IDLE to 1.8-2.1 ms (bench/README.md, tenth pass).
