@@ -63,8 +63,8 @@ pub async fn watch(app: Arc<App>) {
 ///
 /// The comparison runs under SCHED_IDLE when `lowers`
 /// ([`thread_priority::when_idle`]): after a start it reads every peer
-/// (100 000 in the bench's PBX, 150 ms of a core) and checks every active
-/// session, within the issuer's first second, when requests may already be
+/// (100 000 in the bench's PBX, 29 ms of a core with a hundred users in
+/// session, as it copies only theirs) and checks every active session, within the issuer's first second, when requests may already be
 /// waiting. On a core that requests keep busy it waits until they leave one
 /// free; meanwhile a refresh of a stale session is refused all the same, as
 /// every refresh compares the credential itself.
