@@ -155,10 +155,11 @@ pub struct SessionSet {
     base: Sorted,
     recent: HashMap<Sid, State>,
     odd: HashMap<Box<str>, State>,
-    /// Changes read but not yet applied, which lookups see first: a burst's
-    /// thousands of rows are shown at once ([`SessionSet::show`]) and applied
-    /// to `base` and `recent` after, a chunk at a time, while requests
-    /// already answer from memory. Empty otherwise.
+    /// Changes read but not yet settled into `base` and `recent`, which
+    /// lookups see first: a burst's thousands of rows are shown at once
+    /// ([`SessionSet::show`]) and settled after, a few at a time
+    /// ([`SessionSet::settle`]), while requests already answer from memory.
+    /// Empty otherwise.
     pending: HashMap<Sid, State>,
     /// Entries of `base` whose row was deleted.
     gone: usize,
@@ -168,12 +169,25 @@ pub struct SessionSet {
 #[derive(Debug, Default)]
 pub struct Pending(HashMap<Sid, State>);
 
-/// What [`SessionSet::set`] and [`SessionSet::remove`] did to a session.
+/// What [`SessionSet::set`], [`SessionSet::remove`] and
+/// [`SessionSet::settle`] did to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// It was usable and no longer is: its live subscriptions must end.
     Ended,
     Other,
+}
+
+impl Change {
+    /// Two changes of one session in a row: a session ends once at most, as
+    /// nothing makes an unusable session usable again.
+    fn then(self, next: Change) -> Change {
+        if self == Change::Ended || next == Change::Ended {
+            Change::Ended
+        } else {
+            Change::Other
+        }
+    }
 }
 
 /// A session as [`SessionSet::each`] gives it.
@@ -237,7 +251,7 @@ impl SessionSet {
         rows: impl Iterator<Item = (&'a str, i64, bool)>,
         deleted: impl Iterator<Item = &'a str>,
     ) -> Option<Pending> {
-        let mut pending = HashMap::new();
+        let mut pending = HashMap::with_capacity(rows.size_hint().0 + deleted.size_hint().0);
         for sid in deleted {
             pending.insert(parse_sid(sid)?, GONE);
         }
@@ -248,60 +262,100 @@ impl SessionSet {
         Some(Pending(pending))
     }
 
-    /// Shows `pending` to lookups until [`SessionSet::applied`]. The caller
-    /// applies the same changes with `set` and `remove` meanwhile, and no
-    /// others: a lookup would not see those.
+    /// Shows `pending` to lookups until each change is settled, the later
+    /// change of a session already shown replacing the earlier.
     pub fn show(&mut self, pending: Pending) {
-        self.pending = pending.0;
+        if self.pending.is_empty() {
+            self.pending = pending.0;
+        } else {
+            self.pending.extend(pending.0);
+        }
     }
 
-    /// Ends what [`SessionSet::show`] began, once every change is applied;
-    /// returns the map to be dropped outside the lock.
-    pub fn applied(&mut self) -> Pending {
-        Pending(std::mem::take(&mut self.pending))
+    /// Moves the shown change of `sid`, if it still waits, into `base` or
+    /// `recent`: lookups answer as before, from one place fewer.
+    pub fn settle(&mut self, sid: &str, cutoff: i64) -> Change {
+        parse_sid(sid).map_or(Change::Other, |id| self.settle_id(&id, cutoff))
     }
 
-    /// How many changes are shown and not yet applied.
-    #[cfg(test)]
-    pub(crate) fn showing(&self) -> usize {
+    fn settle_id(&mut self, id: &Sid, cutoff: i64) -> Change {
+        let Some(state) = self.pending.remove(id) else {
+            return Change::Other;
+        };
+        let was = self.put(id, state);
+        self.ended(was, Some(state).filter(|s| *s != GONE), cutoff)
+    }
+
+    /// Once every shown change is settled, the emptied map (its room kept
+    /// from the burst), to be dropped outside the lock.
+    pub fn settled(&mut self) -> Option<Pending> {
+        self.pending
+            .is_empty()
+            .then(|| Pending(std::mem::take(&mut self.pending)))
+    }
+
+    /// How many changes are shown and not yet settled.
+    pub fn showing(&self) -> usize {
         self.pending.len()
     }
 
-    /// Records a row of the database.
+    /// Records a row of the database. A session with a shown change is
+    /// settled first, so that the row replaces it rather than hide behind it.
     pub fn set(&mut self, sid: &str, expires: i64, revoked: bool, cutoff: i64) -> Change {
         let state = State::new(self.origin, expires, revoked);
-        // One lookup per row: a burst's catch-up applies thousands of them
-        // while requests ask the database instead. An id is live in `base`
-        // or in `recent`, never in both.
-        let was = match parse_sid(sid) {
-            Some(id) => match self.base.position(&id) {
-                Some(at) if self.base.entries[at].state != GONE => {
-                    Some(std::mem::replace(&mut self.base.entries[at].state, state))
-                }
-                // New, or a deleted id made again (by hand): it lives in
-                // `recent` until the next merge.
-                _ => self.recent.insert(id, state),
-            },
-            None => self.odd.insert(sid.into(), state),
-        };
-        self.ended(was, Some(state), cutoff)
+        match parse_sid(sid) {
+            Some(id) => {
+                let settled = self.settle_id(&id, cutoff);
+                let was = self.put(&id, state);
+                settled.then(self.ended(was, Some(state), cutoff))
+            }
+            None => {
+                let was = self.odd.insert(sid.into(), state);
+                self.ended(was, Some(state), cutoff)
+            }
+        }
     }
 
-    /// Forgets a session whose row was deleted.
+    /// Forgets a session whose row was deleted (settling a shown change of
+    /// it first, as [`SessionSet::set`] does).
     pub fn remove(&mut self, sid: &str, cutoff: i64) -> Change {
-        let was = match parse_sid(sid) {
-            Some(id) => self.recent.remove(&id).or_else(|| {
-                let at = self.base.position(&id)?;
+        match parse_sid(sid) {
+            Some(id) => {
+                let settled = self.settle_id(&id, cutoff);
+                let was = self.put(&id, GONE);
+                settled.then(self.ended(was, None, cutoff))
+            }
+            None => {
+                let was = self.odd.remove(sid);
+                self.ended(was, None, cutoff)
+            }
+        }
+    }
+
+    /// Puts `state` (GONE: the row was deleted) for `id` in `base` or
+    /// `recent`; returns the state it had there. One lookup: a burst settles
+    /// thousands of them. An id is live in `base` or in `recent`, never in
+    /// both.
+    fn put(&mut self, id: &Sid, state: State) -> Option<State> {
+        if state == GONE {
+            return self.recent.remove(id).or_else(|| {
+                let at = self.base.position(id)?;
                 let entry = &mut self.base.entries[at];
                 if entry.state == GONE {
                     return None;
                 }
                 self.gone += 1;
                 Some(std::mem::replace(&mut entry.state, GONE))
-            }),
-            None => self.odd.remove(sid),
-        };
-        self.ended(was, None, cutoff)
+            });
+        }
+        match self.base.position(id) {
+            Some(at) if self.base.entries[at].state != GONE => {
+                Some(std::mem::replace(&mut self.base.entries[at].state, state))
+            }
+            // New, or a deleted id made again (by hand): it lives in
+            // `recent` until the next merge.
+            _ => self.recent.insert(*id, state),
+        }
     }
 
     fn ended(&self, was: Option<State>, now: Option<State>, cutoff: i64) -> Change {
@@ -393,7 +447,9 @@ impl SessionSet {
     /// expired at `cutoff` left out, and a new origin. Reads `self`
     /// only (under the read lock, requests go on), and costs one pass: `base`
     /// is sorted already, so only `recent` is sorted before the two are merged.
+    /// Only once every shown change is settled: the new set has none.
     pub fn merged(&self, cutoff: i64) -> SessionSet {
+        debug_assert_eq!(self.showing(), 0, "merged while changes are shown");
         let (from, to) = (self.origin, origin_for(cutoff));
         let keep = |e: &Entry| self.live(e.state, cutoff);
         let rebase = |e: Entry| Entry {
@@ -652,15 +708,30 @@ mod tests {
             assert_eq!(set.standing(&sid(2000), NOW), Standing::Unknown);
         };
         check(&set);
-        // Applied meanwhile, the changes still tell what ended.
-        assert_eq!(set.remove(&sid(2), NOW), Change::Ended);
-        assert_eq!(set.remove(&sid(2000), NOW), Change::Other);
-        assert_eq!(set.set(&sid(1), NOW + 3600, true, NOW), Change::Ended);
-        assert_eq!(set.set(&new, NOW + 60, false, NOW), Change::Other);
+        assert!(set.settled().is_none(), "four changes wait");
+        // Settled one by one, the changes still tell what ended.
+        assert_eq!(set.settle(&sid(2), NOW), Change::Ended);
+        assert_eq!(set.settle(&sid(2000), NOW), Change::Other);
+        assert_eq!(set.settle(&new, NOW), Change::Other);
         check(&set);
-        assert_eq!(set.applied().0.len(), 4);
+        assert_eq!(set.showing(), 1);
+        // A later row of a session still shown (read by a request meanwhile)
+        // settles it first: it ended there, and the row is kept.
+        assert_eq!(set.set(&sid(1), NOW + 7200, true, NOW), Change::Ended);
+        assert_eq!(set.settle(&sid(1), NOW), Change::Other, "settled already");
+        check(&set);
+        assert_eq!(set.settled().map(|p| p.0.len()), Some(0));
         check(&set);
         assert_eq!(set.counts(NOW), (100, 1));
+        assert!(set.each().any(|s| s.sid == sid(1) && s.expires == NOW + 7200));
+        // A deletion read meanwhile settles too.
+        let later = set
+            .pending(std::iter::once((sid(3).as_str(), NOW + 3600, true)), std::iter::empty())
+            .unwrap();
+        set.show(later);
+        assert_eq!(set.remove(&sid(3), NOW), Change::Ended);
+        assert_eq!(set.standing(&sid(3), NOW), Standing::Unknown);
+        assert_eq!(set.showing(), 0);
         // Ids the issuer does not make are not shown, but applied as they come.
         let odd = [("hand-made".to_owned(), NOW + 60, true)];
         let none = set.pending(
