@@ -38,11 +38,20 @@ const DISTRUST_SECONDS: i64 = 3;
 /// sessions with ours.
 const COUNT_CHECK_SECONDS: i64 = 5;
 /// Changed rows (and deleted ones) a request applies itself when the doorbell
-/// rang, at most. More (a user with thousands of sessions disabled) are the
-/// upkeep's, woken for them: applied on a worker, 10 000 held up every request
-/// of that worker's coroutines. Requests meanwhile ask the database about
-/// their own session, by key.
+/// rang, at most. More (a user with thousands of sessions disabled) are a
+/// burst: applied on a worker, 10 000 held up every request of that worker's
+/// coroutines for most of 10 ms. A burst is read and shown to lookups at
+/// once instead ([`Revocations::show`]), and settled by the upkeep, a few
+/// rows at a time ([`Revocations::settle`]).
 const REQUEST_APPLIES_AT_MOST: usize = 256;
+/// Changed rows a request reads and shows itself, at most (about 2.5 ms for
+/// 10 000 at a million sessions, while the other workers' requests ask the
+/// database): the thread of the upkeep, woken for it instead, waited for
+/// the core up to 4 ms on a busy one (a SCHED_BATCH wake-up preempts
+/// nothing), every request meanwhile asking the database at several times
+/// its usual cost. More (a database restored, a million sessions revoked)
+/// are the upkeep's, woken for them.
+const REQUEST_SHOWS_AT_MOST: usize = 16_384;
 /// Connections for requests that ask the database by key: more than the
 /// workers a verifier runs on a small machine.
 const ASKERS: usize = 4;
@@ -71,18 +80,19 @@ const WHO: &str = "softphone-verifier";
 pub struct Memo(AtomicU64);
 
 /// Whether [`Revocations::sync`] brought the set up to date, or found the
-/// reader busy (or more changes waiting than a request applies).
+/// reader busy (or more changes waiting than a request reads or shows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Synced {
     Yes,
     Busy,
 }
 
-/// Who reads the changes: a request (a few, else none), or the upkeep (all,
-/// comparing the counts when asked; `epoch` was read before its read).
+/// Who reads the changes: a request (up to a burst it shows, else none), or
+/// the upkeep (all, comparing the counts when asked); `epoch` was read before
+/// the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    Request,
+    Request { epoch: u64 },
     Upkeep { count: bool, epoch: u64 },
 }
 
@@ -90,7 +100,8 @@ enum Pass {
 #[derive(Debug)]
 enum Loaded {
     All,
-    /// More than a request applies: nothing was, and the upkeep was woken.
+    /// More than a request reads, or a burst it cannot show: nothing was
+    /// applied, and the upkeep was woken.
     LeftToUpkeep,
     /// A burst, shown to lookups: the upkeep settles it once it has given
     /// the reader back ([`Revocations::settle`]).
@@ -185,6 +196,8 @@ pub struct Revocations {
     /// waits on it between its rounds.
     upkeep_wanted: Mutex<bool>,
     upkeep_bell: Condvar,
+    /// Bursts a request showed, for the upkeep to settle.
+    backlog: Mutex<Vec<SessionChanges>>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -231,6 +244,7 @@ impl Revocations {
             last_sync_success: AtomicI64::new(now),
             upkeep_wanted: Mutex::new(false),
             upkeep_bell: Condvar::new(),
+            backlog: Mutex::new(Vec::new()),
         };
         {
             let epoch = revocations.epoch.load();
@@ -283,8 +297,9 @@ impl Revocations {
     /// A request never waits for the reader: the upkeep may hold it for a
     /// pass over a million sessions (the counts, a merge), and a coroutine
     /// that blocks holds up every request of its worker thread. When the
-    /// reader is busy, or more changes wait than a request applies, the
-    /// request asks the database about its own session.
+    /// reader is busy, or more changes wait than a request reads (or shows),
+    /// the request asks the database about its own session. A burst it
+    /// shows goes to the upkeep to settle.
     #[cold]
     fn sync(&self, now: i64) -> Result<Synced, Unavailable> {
         let epoch = self.epoch.load();
@@ -306,10 +321,16 @@ impl Revocations {
         if epoch == self.synced.load(Ordering::Acquire) {
             return Ok(Synced::Yes); // another worker just did it
         }
-        match self.load(&mut reader, now, Pass::Request) {
-            // (A request's read never shows a burst.)
-            Ok(Loaded::All | Loaded::Shown(_)) => {
+        match self.load(&mut reader, now, Pass::Request { epoch }) {
+            Ok(Loaded::All) => {
                 self.synced.store(epoch, Ordering::Release);
+                self.noted(Ok(()), now).map(|()| Synced::Yes)
+            }
+            // `show` marked the set current.
+            Ok(Loaded::Shown(changes)) => {
+                self.lock_backlog().push(changes);
+                drop(reader);
+                self.wake_upkeep();
                 self.noted(Ok(()), now).map(|()| Synced::Yes)
             }
             Ok(Loaded::LeftToUpkeep) => {
@@ -386,9 +407,9 @@ impl Revocations {
     fn load(&self, reader: &mut Reader, now: i64, pass: Pass) -> softphone_shared::Result<Loaded> {
         let cutoff = self.validation(now).oldest_live_exp();
         let changes = match pass {
-            Pass::Request => match reader
+            Pass::Request { .. } => match reader
                 .store
-                .few_session_changes(reader.last_seq, REQUEST_APPLIES_AT_MOST)?
+                .few_session_changes(reader.last_seq, REQUEST_SHOWS_AT_MOST)?
             {
                 Some(changes) => changes,
                 None => return Ok(Loaded::LeftToUpkeep),
@@ -404,16 +425,19 @@ impl Revocations {
             );
             return self.reload_all(reader, now).map(|()| Loaded::All);
         }
-        // More than a chunk (a burst, which requests left to us and meanwhile
-        // ask the database about): shown to lookups at once, settled later.
-        // Its counts, if read, are not compared: the sessions shown are not
-        // all where the counting looks yet.
-        if let Pass::Upkeep { epoch, .. } = pass
-            && changes.rows.len() + changes.deleted.len() > CHUNK
-            && self.show(&changes, epoch)
-        {
+        // A burst (other workers' requests ask the database meanwhile): shown
+        // to lookups at once, settled later. Its counts, if read, are not
+        // compared: the sessions shown are not all where the counting looks
+        // yet. A request leaves one it cannot show (ids the issuer does not
+        // make) to the upkeep, which applies those in chunks.
+        let (Pass::Request { epoch } | Pass::Upkeep { epoch, .. }) = pass;
+        let burst = changes.rows.len() + changes.deleted.len() > REQUEST_APPLIES_AT_MOST;
+        if burst && self.show(&changes, epoch) {
             reader.last_seq = changes.head;
             return Ok(Loaded::Shown(changes));
+        }
+        if burst && pass == (Pass::Request { epoch }) {
+            return Ok(Loaded::LeftToUpkeep);
         }
         let mut ended = Vec::new();
         for sids in changes.deleted.chunks(CHUNK) {
@@ -559,8 +583,7 @@ impl Revocations {
             let set = self.read_sessions();
             // Not while changes are shown (a new set would lose them): they
             // are settled before the next round.
-            if set.showing() > 0
-                || !(set.recent_is_full() || counting && set.base_is_dying(cutoff))
+            if set.showing() > 0 || !(set.recent_is_full() || counting && set.base_is_dying(cutoff))
             {
                 return;
             }
@@ -612,6 +635,12 @@ impl Revocations {
             .collect()
     }
 
+    fn lock_backlog(&self) -> MutexGuard<'_, Vec<SessionChanges>> {
+        self.backlog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock_outbox(&self) -> MutexGuard<'_, Vec<Box<str>>> {
         self.ended_outbox
             .lock()
@@ -661,7 +690,8 @@ impl Revocations {
         if result.is_ok() {
             self.synced.store(epoch, Ordering::Release);
         }
-        let mut count = shown.is_none()
+        // Not counted while a burst is shown (by this read or a request's).
+        let mut count = self.read_sessions().showing() == 0
             && (now >= reader.counted_at + COUNT_CHECK_SECONDS || now < reader.counted_at);
         if count && result.is_ok() {
             let counted_before = std::mem::replace(&mut reader.counted_at, now);
@@ -690,8 +720,9 @@ impl Revocations {
         self.compact(&mut reader, self.validation(now).oldest_live_exp(), count);
         drop(reader);
         let _ = self.noted(result, now);
-        if let Some(changes) = shown {
-            self.settle(&changes, now);
+        let backlog = std::mem::take(&mut *self.lock_backlog());
+        for changes in backlog.iter().chain(&shown) {
+            self.settle(changes, now);
         }
         if trusted
             && self.direct.load(Ordering::Relaxed)
@@ -816,9 +847,10 @@ mod tests {
         assert!(revocations.is_revoked("last", now).unwrap());
     }
 
-    /// A burst of revocations larger than a request applies is left to the
-    /// upkeep, woken for it; requests meanwhile get the database's answer
-    /// about their own session; the upkeep then applies all of it.
+    /// A burst of revocations larger than a request applies, of ids it cannot
+    /// show (not the issuer's), is left to the upkeep, woken for it; requests
+    /// meanwhile get the database's answer about their own session; the
+    /// upkeep then applies all of it.
     #[test]
     fn a_burst_is_left_to_the_upkeep_and_requests_ask_by_key_meanwhile() {
         let dir = softphone_testkit::TestDir::new("revocations-burst");
@@ -873,10 +905,10 @@ mod tests {
         assert!(idle.elapsed() >= Duration::from_millis(200));
     }
 
-    /// A burst of ids as the issuer makes them, over two chunks, is shown to
-    /// lookups before it is settled: afterwards every session is revoked,
-    /// each ended once, nothing is left shown, and the memos of tokens went
-    /// stale once (when it was shown), not once per piece.
+    /// A burst of ids as the issuer makes them is shown to lookups by the
+    /// first request after it, and settled by the upkeep: then every session
+    /// is revoked, each ended once, nothing is left shown, and the memos of
+    /// tokens went stale once (when it was shown), not once per piece.
     #[test]
     fn a_burst_of_issuer_ids_is_shown_then_settled() {
         let dir = softphone_testkit::TestDir::new("revocations-shown");
@@ -897,8 +929,11 @@ mod tests {
             .revoke_user_sessions("201", RevokeReason::Admin, now)
             .unwrap();
         assert_eq!(revoked, burst);
-        assert_eq!(standing(&sids[burst - 1]), Ok(Standing::Revoked), "asked");
         let version = revocations.version.load(Ordering::Acquire);
+        // The first request after it reads the burst and shows it.
+        assert_eq!(standing(&sids[burst - 1]), Ok(Standing::Revoked));
+        assert_eq!(revocations.read_sessions().showing(), burst);
+        assert_eq!(revocations.lock_backlog().len(), 1, "left to settle");
         revocations.maintain(now);
         assert!(
             sids.iter()
@@ -949,7 +984,11 @@ mod tests {
         softphone_testkit::insert_session(&mut writer, &new, now);
         let reads = revocations.sync_stats().succeeded;
         assert_eq!(standing(&new), Ok(Standing::Usable));
-        assert_eq!(revocations.sync_stats().succeeded, reads + 1, "read, not asked");
+        assert_eq!(
+            revocations.sync_stats().succeeded,
+            reads + 1,
+            "read, not asked"
+        );
         assert_eq!(standing(&sids[0]), Ok(Standing::Unknown));
         assert_eq!(revocations.read_sessions().showing(), burst - 1);
         revocations.settle(&shown, now);

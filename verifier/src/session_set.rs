@@ -723,10 +723,16 @@ mod tests {
         assert_eq!(set.settled().map(|p| p.0.len()), Some(0));
         check(&set);
         assert_eq!(set.counts(NOW), (100, 1));
-        assert!(set.each().any(|s| s.sid == sid(1) && s.expires == NOW + 7200));
+        assert!(
+            set.each()
+                .any(|s| s.sid == sid(1) && s.expires == NOW + 7200)
+        );
         // A deletion read meanwhile settles too.
         let later = set
-            .pending(std::iter::once((sid(3).as_str(), NOW + 3600, true)), std::iter::empty())
+            .pending(
+                std::iter::once((sid(3).as_str(), NOW + 3600, true)),
+                std::iter::empty(),
+            )
             .unwrap();
         set.show(later);
         assert_eq!(set.remove(&sid(3), NOW), Change::Ended);
