@@ -396,11 +396,13 @@ impl Revocations {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies the changes committed since the last read: for a request, only
-    /// if they are few (else nothing, and says so); for the upkeep all of
-    /// them, in chunks, and with `count` it also compares the counts of live
-    /// and revoked sessions with the database's. Re-reads everything when the
-    /// sequence went backwards or the counts differ.
+    /// Applies the changes committed since the last read, or shows them when
+    /// they are a burst, for the upkeep to settle. A request reads a burst it
+    /// may show at most (else nothing, and says so); the upkeep reads all,
+    /// applies in chunks what it cannot show, and with `count` it also
+    /// compares the counts of live and revoked sessions with the database's.
+    /// Re-reads everything when the sequence went backwards or the counts
+    /// differ.
     ///
     /// The caller sets `synced` only to an epoch value read before calling:
     /// any other value (arithmetic on it, say) could equal a bump not yet read.
@@ -436,7 +438,7 @@ impl Revocations {
             reader.last_seq = changes.head;
             return Ok(Loaded::Shown(changes));
         }
-        if burst && pass == (Pass::Request { epoch }) {
+        if burst && matches!(pass, Pass::Request { .. }) {
             return Ok(Loaded::LeftToUpkeep);
         }
         let mut ended = Vec::new();
