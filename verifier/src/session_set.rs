@@ -179,8 +179,9 @@ pub enum Change {
 }
 
 impl Change {
-    /// Two changes of one session in a row: a session ends once at most, as
-    /// nothing makes an unusable session usable again.
+    /// Two changes of one session in a row: ended if either ended it (it
+    /// cannot be usable again in between but for a deleted id made again by
+    /// hand).
     fn then(self, next: Change) -> Change {
         if self == Change::Ended || next == Change::Ended {
             Change::Ended
@@ -262,14 +263,23 @@ impl SessionSet {
         Some(Pending(pending))
     }
 
-    /// Shows `pending` to lookups until each change is settled, the later
-    /// change of a session already shown replacing the earlier.
-    pub fn show(&mut self, pending: Pending) {
+    /// Shows `pending` to lookups until each change is settled. A session
+    /// still shown from an earlier burst is settled first, as
+    /// [`SessionSet::set`] does, so that what that change ended is not lost;
+    /// returns those sessions.
+    pub fn show(&mut self, pending: Pending, cutoff: i64) -> Vec<Sid> {
         if self.pending.is_empty() {
             self.pending = pending.0;
-        } else {
-            self.pending.extend(pending.0);
+            return Vec::new();
         }
+        let mut ended = Vec::new();
+        for (id, state) in pending.0 {
+            if self.settle_id(&id, cutoff) == Change::Ended {
+                ended.push(id);
+            }
+            self.pending.insert(id, state);
+        }
+        ended
     }
 
     /// Moves the shown change of `sid`, if it still waits, into `base` or
@@ -284,6 +294,15 @@ impl SessionSet {
         };
         let was = self.put(id, state);
         self.ended(was, Some(state).filter(|s| *s != GONE), cutoff)
+    }
+
+    /// Settles every shown change at once; returns the sessions that ended.
+    /// For a set no lookup reads any more (the one a re-read replaced).
+    pub fn settle_all(&mut self, cutoff: i64) -> Vec<Sid> {
+        let ids: Vec<Sid> = self.pending.keys().copied().collect();
+        ids.into_iter()
+            .filter(|id| self.settle_id(id, cutoff) == Change::Ended)
+            .collect()
     }
 
     /// Once every shown change is settled, the emptied map (its room kept
@@ -381,7 +400,8 @@ impl SessionSet {
         (live, revoked)
     }
 
-    /// Sessions held, expired ones not yet merged away included.
+    /// Sessions held, expired ones not yet merged away included; a session
+    /// only shown (new in a burst not yet settled) is not counted yet.
     pub fn len(&self) -> usize {
         self.base.entries.len() - self.gone + self.recent.len() + self.odd.len()
     }
@@ -400,7 +420,8 @@ impl SessionSet {
             .filter(|s| *s != GONE)
     }
 
-    /// Every session held, ids as text (a pass that allocates: for rare jobs).
+    /// Every session held, ids as text (a pass that allocates: for rare jobs),
+    /// as settled: without the changes only shown.
     pub fn each(&self) -> impl Iterator<Item = Session> + '_ {
         let session = move |sid: String, state: State| Session {
             sid,
@@ -688,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_changes_are_seen_before_they_are_applied() {
+    fn shown_changes_are_seen_before_they_are_settled() {
         let mut set = set_of(100, NOW + 3600, |_| false);
         let new = sid(500);
         let rows = [(sid(1), NOW + 3600, true), (new.clone(), NOW + 60, false)];
@@ -699,7 +720,7 @@ mod tests {
                 deleted.iter().map(String::as_str),
             )
             .unwrap();
-        set.show(pending);
+        assert!(set.show(pending, NOW).is_empty());
         let check = |set: &SessionSet| {
             assert_eq!(set.standing(&sid(0), NOW), Standing::Usable);
             assert_eq!(set.standing(&sid(1), NOW), Standing::Revoked);
@@ -734,7 +755,7 @@ mod tests {
                 std::iter::empty(),
             )
             .unwrap();
-        set.show(later);
+        assert!(set.show(later, NOW).is_empty());
         assert_eq!(set.remove(&sid(3), NOW), Change::Ended);
         assert_eq!(set.standing(&sid(3), NOW), Standing::Unknown);
         assert_eq!(set.showing(), 0);
@@ -745,6 +766,42 @@ mod tests {
             std::iter::empty(),
         );
         assert!(none.is_none());
+    }
+
+    /// A burst shown before the last one is settled settles the sessions
+    /// they share first: a session new in the first and revoked in the
+    /// second ends once, and so does one the first revoked.
+    #[test]
+    fn a_burst_shown_over_another_loses_no_ending() {
+        let mut set = set_of(10, NOW + 3600, |_| false);
+        let (new, old) = (sid(500), sid(1));
+        let show = |set: &mut SessionSet, rows: &[(&str, bool)], deleted: &[&str]| {
+            let pending = set
+                .pending(
+                    rows.iter().map(|(s, revoked)| (*s, NOW + 3600, *revoked)),
+                    deleted.iter().copied(),
+                )
+                .unwrap();
+            set.show(pending, NOW)
+        };
+        assert!(show(&mut set, &[(&new, false), (&old, true)], &[]).is_empty());
+        assert_eq!(set.standing(&new, NOW), Standing::Usable);
+        let ended = show(&mut set, &[(&new, true)], &[&old]);
+        assert_eq!(
+            ended.iter().map(sid_text).collect::<Vec<_>>(),
+            [old.as_str()]
+        );
+        assert_eq!(set.standing(&new, NOW), Standing::Revoked);
+        assert_eq!(set.standing(&old, NOW), Standing::Unknown);
+        assert_eq!(set.settle(&new, NOW), Change::Ended);
+        assert_eq!(set.settle(&old, NOW), Change::Other);
+        assert_eq!(set.showing(), 0);
+        // A set a re-read replaced: settled at once, with what ended.
+        assert!(show(&mut set, &[(&sid(2), true), (&sid(3), false)], &[]).is_empty());
+        let ended = set.settle_all(NOW);
+        assert_eq!(ended.iter().map(sid_text).collect::<Vec<_>>(), [sid(2)]);
+        assert_eq!(set.showing(), 0);
+        assert_eq!(set.standing(&sid(2), NOW), Standing::Revoked);
     }
 
     #[test]

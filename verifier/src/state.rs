@@ -84,7 +84,8 @@ impl Verifier {
     }
 
     /// Waits for the next round of [`Verifier::maintain`]: a second, or less
-    /// when a request left a burst of changes to it.
+    /// when a request left a burst of changes to it, or showed one for it to
+    /// settle.
     pub fn wait_for_upkeep(&self) {
         self.revocations.wait_for_upkeep(UPKEEP_ROUND);
     }
