@@ -227,6 +227,13 @@ impl Collector for Upkeep {
             None,
             MetricType::Gauge,
         )?)?;
+        let shown = i64::try_from(self.0.shown()).unwrap_or(i64::MAX);
+        ConstGauge::new(shown).encode(encoder.encode_descriptor(
+            "sessions_shown",
+            "Changes of a burst (a user's sessions revoked at once, say) that lookups already answer from and the upkeep has not yet settled into the sessions held; 0 otherwise.",
+            None,
+            MetricType::Gauge,
+        )?)?;
         let age = softphone_shared::unix_now().saturating_sub(stats.last_success);
         ConstGauge::new(age.max(0)).encode(encoder.encode_descriptor(
             "revocation_sync_age",
@@ -300,6 +307,7 @@ mod tests {
         let syncs = format!(r#"{PREFIX}_revocation_syncs_total{{result="ok"}}"#);
         assert_eq!(sample(&text, &syncs), Some(1), "the read at start-up");
         assert_eq!(sample(&text, &format!("{PREFIX}_sessions_known")), Some(0));
+        assert_eq!(sample(&text, &format!("{PREFIX}_sessions_shown")), Some(0));
         assert!(
             text.contains(&format!(
                 "# TYPE {PREFIX}_revocation_sync_age_seconds gauge\n"

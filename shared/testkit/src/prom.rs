@@ -26,11 +26,15 @@ pub fn scrape(addr: SocketAddr) -> String {
 /// The value of the sample `series` (its name and labels as the encoder
 /// writes them, e.g. `x_total{result="ok"}`); panics when there is none.
 pub fn value(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in the scrape:\n{text}"))
+}
+
+/// As [`value`], `None` when there is no such sample or it is not a number.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in the scrape:\n{text}"))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))?
         .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
+        .ok()
 }
 
 /// How much `series` grew from scrape `before` to scrape `after`.
