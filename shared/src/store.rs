@@ -531,9 +531,19 @@ impl Store {
 
     /// Leaves checkpoints (copying the log back into the database) to
     /// [`Store::checkpoint`] on another connection, so that no commit of this
-    /// one pays for them.
-    pub fn leave_checkpoints_to_another(&self) -> Result<()> {
+    /// one pays for them, and tells `log` the log's length in pages after
+    /// each commit of this one. (One call for both: turning SQLite's own
+    /// checkpoints off drops the hook that tells the length.)
+    pub fn leave_checkpoints_to_another(
+        &mut self,
+        mut log: impl FnMut(i64) + Send + 'static,
+    ) -> Result<()> {
         self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        self.conn
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages| {
+                log(i64::from(pages));
+                Ok(())
+            }))?;
         Ok(())
     }
 

@@ -123,15 +123,47 @@ pub fn when_idle<T>(lowers: bool, work: impl FnOnce() -> T) -> T {
     work()
 }
 
+/// Puts `thread` under SCHED_IDLE, or takes it out to SCHED_OTHER, its nice
+/// value kept: for a thread that stays in one class for a while, switched by
+/// itself or by another that knows better (see [`when_idle`] for a piece of
+/// work on a thread of a pool). Taking a thread out needs [`may_raise`].
+pub fn set_idle(thread: Tid, idle: bool) -> io::Result<()> {
+    set_policy_of(
+        thread.0,
+        if idle {
+            libc::SCHED_IDLE
+        } else {
+            libc::SCHED_OTHER
+        },
+    )
+}
+
+/// Whether `thread` is under SCHED_IDLE.
+pub fn is_idle(thread: Tid) -> io::Result<bool> {
+    // SAFETY: plain system call on an integer; an unknown id is an error.
+    #[allow(unsafe_code)]
+    let policy = unsafe { libc::sched_getscheduler(thread.0) };
+    if policy < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(policy == libc::SCHED_IDLE)
+    }
+}
+
 /// Sets the calling thread's scheduling policy, one of the normal ones
 /// (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE), whose static priority is 0. The
 /// thread's nice value is kept.
 fn set_policy(policy: libc::c_int) -> io::Result<()> {
+    set_policy_of(0, policy)
+}
+
+/// [`set_policy`] for thread `id` (0: the calling one).
+fn set_policy_of(id: libc::pid_t, policy: libc::c_int) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain system call on the calling thread (id 0) with a valid
-    // pointer to a parameter that lives across it.
+    // SAFETY: plain system call on a thread id with a valid pointer to a
+    // parameter that lives across it; an unknown id is an error.
     #[allow(unsafe_code)]
-    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    let rc = unsafe { libc::sched_setscheduler(id, policy, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -191,6 +223,12 @@ mod tests {
         assert_eq!(nice(Tid::current()).unwrap(), NORMAL, "only that thread");
         set_nice(tid, NORMAL).unwrap();
         assert_eq!(nice(tid).unwrap(), NORMAL);
+        set_idle(tid, true).unwrap();
+        assert!(is_idle(tid).unwrap());
+        assert!(!is_idle(Tid::current()).unwrap(), "only that thread");
+        set_idle(tid, false).unwrap();
+        assert!(!is_idle(tid).unwrap());
+        assert_eq!(nice(tid).unwrap(), NORMAL, "its nice value kept");
         done.send(()).unwrap();
         worker.join().unwrap();
     }
