@@ -260,10 +260,11 @@ impl Copier {
     /// copy a busy core starves.
     fn log_is(&self, pages: i64) {
         self.log.store(pages, Ordering::Relaxed);
-        if pages >= RAISE_AT_PAGES && self.idle.swap(false, Ordering::AcqRel) {
-            if let Some(thread) = Tid::from_raw(self.thread.load(Ordering::Acquire)) {
-                let _ = thread_priority::set_idle(thread, false);
-            }
+        if pages >= RAISE_AT_PAGES
+            && self.idle.swap(false, Ordering::AcqRel)
+            && let Some(thread) = Tid::from_raw(self.thread.load(Ordering::Acquire))
+        {
+            let _ = thread_priority::set_idle(thread, false);
         }
     }
 
