@@ -128,7 +128,8 @@ impl Writer {
         std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
-                // It holds nothing a request waits for: lowered for good.
+                // It holds nothing a request waits for: lowered for good, to
+                // nice 10, and under SCHED_IDLE while the log is short.
                 let me = Tid::current();
                 let _ = thread_priority::set_nice(me, thread_priority::BACKGROUND);
                 copier.thread.store(me.raw(), Ordering::Release);

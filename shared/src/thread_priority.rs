@@ -4,7 +4,8 @@
 //!
 //! - [`BACKGROUND`], nice 10, for work that must keep moving on a busy core:
 //!   the issuer's purge of expired sessions holds the writer connection, and
-//!   its checkpoints bound the log every read goes through. At the same
+//!   its checkpoints bound the log every read goes through (they copy under
+//!   SCHED_IDLE while the log is short, and at nice 10 once it is long). At the same
 //!   priority a purge took
 //!   its fair share of a core the requests needed: with the bench's load on
 //!   the servers' core, the refresh p99 during a purge of 100 000 sessions was
