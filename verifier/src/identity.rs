@@ -10,12 +10,17 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-/// The three header lines sent with a 200.
+/// The three header lines sent with a 200, as one block.
+///
+/// One allocation, copied with one `memcpy`: at 100 000 sessions the tokens in
+/// use belong to thousands of users, so an identity is usually cold in the
+/// cache, and three separately allocated lines cost three misses (measured:
+/// `reply::encode` 2.6% of the verifier's samples, against 0.5% with 100 users).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Identity {
-    pub user_id: &'static str,
-    pub username: &'static str,
-    pub role: &'static str,
+    /// `X-Softphone-User-Id: …\r\nX-Softphone-Username: …\r\nX-Softphone-Role: …`
+    pub headers: &'static str,
+    /// The username and role as they appear in `headers`, to compare on lookup.
     name: &'static str,
     role_name: &'static str,
 }
@@ -64,13 +69,7 @@ impl Identities {
         if table.len >= MAX_IDENTITIES {
             return None;
         }
-        let identity: &'static Identity = Box::leak(Box::new(Identity {
-            user_id: leak(format!("X-Softphone-User-Id: {sub}")),
-            username: leak(format!("X-Softphone-Username: {username}")),
-            role: leak(format!("X-Softphone-Role: {role}")),
-            name: leak(username.to_owned()),
-            role_name: leak(role.to_owned()),
-        }));
+        let identity: &'static Identity = Box::leak(Box::new(Identity::new(sub, username, role)));
         table.by_sub.entry(sub).or_default().push(identity);
         table.len += 1;
         Some(identity)
@@ -85,6 +84,22 @@ impl Identities {
     }
 }
 
+impl Identity {
+    fn new(sub: u64, username: &str, role: &str) -> Identity {
+        const ROLE: &str = "\r\nX-Softphone-Role: ";
+        let head = format!("X-Softphone-User-Id: {sub}\r\nX-Softphone-Username: ");
+        let name_at = head.len();
+        let role_at = name_at + username.len() + ROLE.len();
+        let headers: &'static str =
+            Box::leak(format!("{head}{username}{ROLE}{role}").into_boxed_str());
+        Identity {
+            headers,
+            name: &headers[name_at..name_at + username.len()],
+            role_name: &headers[role_at..],
+        }
+    }
+}
+
 fn find(table: &Table, sub: u64, username: &str, role: &str) -> Option<&'static Identity> {
     table
         .by_sub
@@ -92,10 +107,6 @@ fn find(table: &Table, sub: u64, username: &str, role: &str) -> Option<&'static 
         .iter()
         .copied()
         .find(|i| i.name == username && i.role_name == role)
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }
 
 /// Printable ASCII without spaces, at most 128 bytes: nothing that could end or
@@ -114,11 +125,15 @@ mod tests {
         let a = ids.get(7, "201", "user").unwrap();
         let b = ids.get(7, "201", "user").unwrap();
         assert!(std::ptr::eq(a, b));
-        assert_eq!(a.user_id, "X-Softphone-User-Id: 7");
-        assert_eq!(a.username, "X-Softphone-Username: 201");
-        assert_eq!(a.role, "X-Softphone-Role: user");
+        assert_eq!(
+            a.headers,
+            "X-Softphone-User-Id: 7\r\nX-Softphone-Username: 201\r\nX-Softphone-Role: user"
+        );
+        assert_eq!((a.name, a.role_name), ("201", "user"));
+        assert!(!std::ptr::eq(a, ids.get(7, "202", "user").unwrap()));
+        assert!(!std::ptr::eq(a, ids.get(7, "201", "admin").unwrap()));
         assert!(!std::ptr::eq(a, ids.get(8, "201", "user").unwrap()));
-        assert_eq!(ids.len(), 2);
+        assert_eq!(ids.len(), 4);
     }
 
     #[test]

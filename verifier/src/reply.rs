@@ -30,7 +30,7 @@ pub fn answer(decision: Decision) -> Answer {
         Decision::Allow(identity) | Decision::Subscribe(identity, _) => Answer {
             status: 200,
             reason: "OK",
-            headers: [identity.user_id, identity.username, identity.role],
+            headers: [identity.headers, "", ""],
             body: "",
             length: "0",
         },
