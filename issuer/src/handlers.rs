@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use softphone_shared::keys::KeyRing;
 use softphone_shared::password;
 use softphone_shared::seclog::Event;
-use softphone_shared::store::{Created, NewSession, RevokeReason, Rotation};
+use softphone_shared::store::{Created, NewSession, RevokeReason, Rotation, Store};
 use softphone_shared::token::{self, Claims, PAYLOAD_BUF, TokenError, TokenType, Validation};
 use softphone_shared::users::{self, Credential, Secret, TagMatch};
 use softphone_shared::{session_id, unix_now, unix_now_ms};
@@ -22,7 +23,7 @@ use crate::ApiError;
 use crate::error::{self, json_response};
 use crate::hashing::Queue;
 use crate::metrics::{self, Login, Logout, Refresh};
-use crate::state::{App, Pbx};
+use crate::state::{App, Pbx, RefreshUser};
 use crate::{refresh_rate, tokens};
 
 /// What the handlers need from a request besides its body.
@@ -301,70 +302,127 @@ async fn rotate(app: &Arc<App>, meta: Meta) -> Result<Response, Refused> {
         .map_err(|_| ApiError::RefreshInvalid)?
         .require(TokenType::Refresh)
         .map_err(|_| ApiError::RefreshWrongType)?;
-    let sid = claims.sid.to_owned();
-    let presented = claims.jti.to_owned();
-    let username = claims.username.to_owned();
-    let (session, credential) = app.session_and_user(sid.clone(), username.clone()).await?;
-    // A token of a revoked or unknown session, as every route refuses it.
-    let Some(session) = session.filter(|s| !s.revoked) else {
-        return Err(ApiError::RefreshInvalid.into());
+    let user = app.refresh_user(claims.username).await?;
+    let next = tokens::Next::new(&config, now)?;
+    let asked = Presented {
+        sid: claims.sid.to_owned(),
+        jti: claims.jti.to_owned(),
+        username: claims.username.to_owned(),
+        new_jti: next.refresh_jti().to_owned(),
+        new_expires: next.refresh_exp(),
+        now,
+        limits: refresh_rate::Limits::from_config(&config),
     };
-    app.refresh_rate()
-        .take(&sid, now, refresh_rate::Limits::from_config(&config))
-        .map_err(|retry_after| ApiError::TooManyRefreshes { retry_after })?;
-
-    // The user must still exist, be enabled and have the credentials the session
-    // was opened with; otherwise the session ends here.
-    let current = credential.filter(|c| !c.disabled);
-    let tag_match = match &current {
-        Some(c) => c.tag_match(&keys, &session.cred_tag, now),
-        None => TagMatch::NoMatch,
+    // One trip to the writer: the session is read and checked, and rotated,
+    // on the connection that writes it.
+    let decided = {
+        let (app, keys) = (Arc::clone(app), Arc::clone(&keys));
+        move |store: &mut Store| decide(&app, &keys, store, &asked, user)
     };
-    if tag_match == TagMatch::NoMatch {
-        let reason = if current.is_none() {
-            RevokeReason::UserDisabled
-        } else {
-            RevokeReason::CredentialsChanged
-        };
-        let sid = sid.clone();
-        if app
-            .write(move |store| store.revoke_session(&sid, reason, now))
-            .await?
-        {
-            app.metrics().revoked(reason, 1);
+    let decided = app.write(decided).await?;
+    let sid = claims.sid;
+    match decided {
+        Decision::Rotated(credential) => {
+            let pair = next.mint(keys.current(), &config, &credential.user, sid)?;
+            Ok(tokens_response(&pair, config.access_ttl))
         }
-        return Err(ApiError::RefreshInvalid.into());
-    }
-    let Some(credential) = current else {
-        return Err(ApiError::RefreshInvalid.into());
-    };
-
-    let pair = tokens::mint(keys.current(), &config, &credential.user, &sid, now)?;
-    let new_jti = pair.refresh_jti.clone();
-    let expires = pair.refresh_exp;
-    // A session opened before a key rotation: tag it with the current key, so it
-    // keeps working after the previous key's deadline.
-    let retag = (tag_match == TagMatch::Previous).then(|| credential.tag(keys.current()));
-    let rotation = {
-        let sid = sid.clone();
-        app.write(move |store| {
-            if let Some(tag) = &retag {
-                store.set_cred_tag(&sid, tag)?;
+        Decision::Invalid => Err(ApiError::RefreshInvalid.into()),
+        Decision::TooMany(retry_after) => Err(ApiError::TooManyRefreshes { retry_after }.into()),
+        Decision::Ended { reason, revoked } => {
+            if revoked {
+                app.metrics().revoked(reason, 1);
             }
-            store.rotate_refresh(&sid, &presented, &new_jti, expires, now)
-        })
-        .await?
-    };
-    match rotation {
-        Rotation::Rotated(_) => Ok(tokens_response(&pair, config.access_ttl)),
-        Rotation::ReuseDetected => {
+            Err(ApiError::RefreshInvalid.into())
+        }
+        Decision::Reused => {
             app.metrics().revoked(RevokeReason::RefreshReuse, 1);
             app.log()
-                .log(Event::RefreshReuse, &username, Some(meta.from), now);
+                .log(Event::RefreshReuse, claims.username, Some(meta.from), now);
             Err(Refused::Reused)
         }
-        Rotation::Invalid => Err(ApiError::RefreshInvalid.into()),
     }
+}
+
+/// A refresh token as presented, with what its rotation records.
+struct Presented {
+    sid: String,
+    jti: String,
+    username: String,
+    new_jti: String,
+    new_expires: i64,
+    now: i64,
+    limits: refresh_rate::Limits,
+}
+
+/// What a refresh's write decided.
+enum Decision {
+    /// Rotated: the new pair names this user.
+    Rotated(Credential),
+    /// An unknown or revoked session, or a token neither current nor the
+    /// previous one of a session that was already revoked.
+    Invalid,
+    /// The session's refreshes are used up for now: again in this many seconds.
+    TooMany(i64),
+    /// The user is gone, disabled or has other credentials: the session ends
+    /// (`revoked`: by this refresh).
+    Ended { reason: RevokeReason, revoked: bool },
+    /// An older generation came back: the session was revoked just now.
+    Reused,
+}
+
+/// A refresh's checks and writes, on the writer thread in its batch.
+fn decide(
+    app: &App,
+    keys: &KeyRing,
+    store: &mut Store,
+    asked: &Presented,
+    user: RefreshUser,
+) -> softphone_shared::Result<Decision> {
+    // A token of a revoked or unknown session, as every route refuses it.
+    let Some(session) = store.session(&asked.sid)?.filter(|s| !s.revoked) else {
+        return Ok(Decision::Invalid);
+    };
+    if let Err(retry_after) = app.refresh_rate().take(&asked.sid, asked.now, asked.limits) {
+        return Ok(Decision::TooMany(retry_after));
+    }
+    // The user must still exist, be enabled and have the credentials the
+    // session was opened with; otherwise the session ends here.
+    let current = user
+        .resolve(store, &asked.username)?
+        .filter(|c| !c.disabled);
+    let tag_match = match &current {
+        Some(c) => c.tag_match(keys, &session.cred_tag, asked.now),
+        None => TagMatch::NoMatch,
+    };
+    let credential = match current {
+        Some(credential) if tag_match != TagMatch::NoMatch => credential,
+        current => {
+            let reason = if current.is_none() {
+                RevokeReason::UserDisabled
+            } else {
+                RevokeReason::CredentialsChanged
+            };
+            let revoked = store.revoke_session(&asked.sid, reason, asked.now)?;
+            return Ok(Decision::Ended { reason, revoked });
+        }
+    };
+    // A session opened before a key rotation: tag it with the current key, so
+    // it keeps working after the previous key's deadline.
+    if tag_match == TagMatch::Previous {
+        store.set_cred_tag(&asked.sid, &credential.tag(keys.current()))?;
+    }
+    let rotation = store.rotate_refresh(
+        &asked.sid,
+        &asked.jti,
+        &asked.new_jti,
+        asked.new_expires,
+        asked.now,
+    )?;
+    Ok(match rotation {
+        Rotation::Rotated => Decision::Rotated(credential),
+        Rotation::ReuseDetected => Decision::Reused,
+        Rotation::Invalid => Decision::Invalid,
+    })
 }
 
 pub async fn logout(app: Arc<App>, meta: Meta) -> Result<Response, ApiError> {

@@ -21,7 +21,7 @@ use softphone_shared::config::{Config, UserSource};
 use softphone_shared::keys::KeyRing;
 use softphone_shared::live_keys::LiveKeys;
 use softphone_shared::seclog::SecurityLog;
-use softphone_shared::store::{Session, Store};
+use softphone_shared::store::Store;
 use softphone_shared::users::mikopbx::PbxDatabase;
 use softphone_shared::users::{Credential, builtin};
 
@@ -260,30 +260,23 @@ impl App {
         }
     }
 
-    /// A refresh's two lookups in one trip off the async threads: the session
-    /// (from our database) and its user (from the configured source), each
-    /// connection held only for its own read. Three trips to the blocking
-    /// pool per refresh were a tenth of its time on one core.
-    pub async fn session_and_user(
-        &self,
-        sid: String,
-        username: String,
-    ) -> Result<(Option<Session>, Option<Credential>), ApiError> {
-        let readers = Arc::clone(&self.readers);
-        let pbx = self.pbx();
-        blocking(move || {
-            let store = readers.take();
-            let session = store.session(&sid)?;
-            let user = match pbx {
-                None => builtin::find(&store, &username)?,
-                Some(pbx) => {
-                    drop(store);
-                    pbx.others.find(&username)?
-                }
-            };
-            Ok((session, user))
-        })
-        .await
+    /// A refresh's user ([`RefreshUser`]): from the PBX's database on this
+    /// thread when its handle answers without waiting
+    /// ([`PbxDatabase::find_at_once`]), else off the async threads. Each trip
+    /// off them was a blocking-pool thread woken and the request's task woken
+    /// back: with 64 refreshes under way, 99 such threads took a fifth of
+    /// the core (bench/README.md, the scale family's fourteenth pass).
+    pub async fn refresh_user(&self, username: &str) -> Result<RefreshUser, ApiError> {
+        let Some(pbx) = self.pbx() else {
+            return Ok(RefreshUser::Builtin);
+        };
+        if let Some(found) = pbx.others.find_at_once(username) {
+            return Ok(RefreshUser::Found(found));
+        }
+        let username = username.to_owned();
+        blocking(move || pbx.others.find(&username))
+            .await
+            .map(RefreshUser::Found)
     }
 
     /// Runs a password check on the low-priority hashing threads.
@@ -293,6 +286,31 @@ impl App {
         F: FnOnce() -> T + Send + 'static,
     {
         self.hasher.run(queue, f).await
+    }
+}
+
+/// Where a refresh's user comes from.
+#[derive(Debug)]
+pub enum RefreshUser {
+    /// From the PBX's database, looked up before the refresh's write: a wait
+    /// for MikoPBX's lock must never hold up the writer.
+    Found(Option<Credential>),
+    /// A built-in user, read by the refresh's write on the writer connection
+    /// (our own database, its pages warm there).
+    Builtin,
+}
+
+impl RefreshUser {
+    /// The user named `username`, reading it from `store` if it is built in.
+    pub fn resolve(
+        self,
+        store: &Store,
+        username: &str,
+    ) -> softphone_shared::Result<Option<Credential>> {
+        match self {
+            RefreshUser::Found(found) => Ok(found),
+            RefreshUser::Builtin => builtin::find(store, username),
+        }
     }
 }
 

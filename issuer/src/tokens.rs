@@ -36,35 +36,77 @@ pub fn mint(
     sid: &str,
     now: i64,
 ) -> Result<Pair, ApiError> {
-    let sub = u64::try_from(user.id).map_err(|_| ApiError::Internal)?;
-    let access_jti = random_id()?;
-    let refresh_jti = random_id()?;
-    let base = Claims {
-        sub,
-        username: &user.username,
-        role: &user.role,
-        iat: now,
-        exp: now.saturating_add(config.access_ttl),
-        kind: TokenType::Access,
-        sid,
-        jti: &access_jti,
-        nbf: None,
-    };
-    let access = token::sign(&base, key);
-    let refresh_exp = now.saturating_add(config.refresh_ttl);
-    let refresh = token::sign(
-        &Claims {
-            exp: refresh_exp,
-            kind: TokenType::Refresh,
-            jti: &refresh_jti,
-            ..base
-        },
-        key,
-    );
-    Ok(Pair {
-        access,
-        refresh,
-        refresh_jti,
-        refresh_exp,
-    })
+    Next::new(config, now)?.mint(key, config, user, sid)
+}
+
+/// A pair whose refresh token's id and expiry are chosen before it is
+/// signed: a refresh records them in its write, which also reads the user
+/// the tokens name.
+#[derive(Debug)]
+pub struct Next {
+    refresh_jti: String,
+    refresh_exp: i64,
+    now: i64,
+}
+
+impl Next {
+    pub fn new(config: &Config, now: i64) -> Result<Next, ApiError> {
+        Ok(Next {
+            refresh_jti: random_id()?,
+            refresh_exp: now.saturating_add(config.refresh_ttl),
+            now,
+        })
+    }
+
+    pub fn refresh_jti(&self) -> &str {
+        &self.refresh_jti
+    }
+
+    pub fn refresh_exp(&self) -> i64 {
+        self.refresh_exp
+    }
+
+    /// Signs the pair for `user` in session `sid`.
+    pub fn mint(
+        self,
+        key: &Key,
+        config: &Config,
+        user: &User,
+        sid: &str,
+    ) -> Result<Pair, ApiError> {
+        let Next {
+            refresh_jti,
+            refresh_exp,
+            now,
+        } = self;
+        let sub = u64::try_from(user.id).map_err(|_| ApiError::Internal)?;
+        let access_jti = random_id()?;
+        let base = Claims {
+            sub,
+            username: &user.username,
+            role: &user.role,
+            iat: now,
+            exp: now.saturating_add(config.access_ttl),
+            kind: TokenType::Access,
+            sid,
+            jti: &access_jti,
+            nbf: None,
+        };
+        let access = token::sign(&base, key);
+        let refresh = token::sign(
+            &Claims {
+                exp: refresh_exp,
+                kind: TokenType::Refresh,
+                jti: &refresh_jti,
+                ..base
+            },
+            key,
+        );
+        Ok(Pair {
+            access,
+            refresh,
+            refresh_jti,
+            refresh_exp,
+        })
+    }
 }

@@ -296,7 +296,7 @@ pub enum Created {
 pub enum Rotation {
     /// The token was current (or the previous one whose successor was never used):
     /// `new_jti` is now the current refresh token.
-    Rotated(Session),
+    Rotated,
     /// An older generation came back after its successor was used: the session has
     /// just been revoked (RFC 9700 §4.14.2).
     ReuseDetected,
@@ -817,10 +817,7 @@ impl Store {
         tx.commit()?;
         // The session lives longer now: verifiers must not forget it too early.
         self.bump();
-        match self.session(sid)? {
-            Some(session) => Ok(Rotation::Rotated(session)),
-            None => Ok(Rotation::Invalid),
-        }
+        Ok(Rotation::Rotated)
     }
 
     /// Replaces a session's credential fingerprint (made again with the current
@@ -1758,7 +1755,7 @@ mod tests {
             store
                 .rotate_refresh("a1", "r", "r2", now + 7200, now)
                 .unwrap(),
-            Rotation::Rotated(_)
+            Rotation::Rotated
         ));
         assert_eq!(
             store.create_session(&session("a4", now + 3600), 3).unwrap(),
@@ -1822,7 +1819,7 @@ mod tests {
             let rotated = store
                 .rotate_refresh(sid, "r", "r2", now + 7200, now)
                 .unwrap();
-            assert!(matches!(rotated, Rotation::Rotated(_)), "{sid}");
+            assert!(matches!(rotated, Rotation::Rotated), "{sid}");
         }
         store.end_batch().unwrap();
         let pages = log_pages(&store);
