@@ -27,6 +27,7 @@ const WHO: &str = "softphone-issuer";
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let addr = config.issuer_listen;
     let app = Arc::new(App::open(config)?);
+    app.read_pbx_logins().await;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen { addr, source })?;

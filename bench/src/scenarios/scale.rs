@@ -817,6 +817,13 @@ fn purge_round(settings: &Settings, fx: &mut Fixture, n: usize) -> Result<Purge,
         ),
         &format!("scale: profile after the purge, N = {n}"),
     )?;
+    eprintln!(
+        "  scale: p99 during the purge of {n} / after it: profile {:.2} / {:.2} ms, refresh {:.2} / {:.2} ms",
+        during.0.percentile_ms(0.99),
+        idle.0.percentile_ms(0.99),
+        during.1.percentile_ms(0.99),
+        idle.1.percentile_ms(0.99)
+    );
     Ok(Purge {
         rounds: 1,
         took,
