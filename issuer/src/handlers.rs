@@ -358,8 +358,7 @@ struct Presented {
 enum Decision {
     /// Rotated: the new pair names this user.
     Rotated(Credential),
-    /// An unknown or revoked session, or a token neither current nor the
-    /// previous one of a session that was already revoked.
+    /// An unknown or revoked session.
     Invalid,
     /// The session's refreshes are used up for now: again in this many seconds.
     TooMany(i64),
